@@ -1,0 +1,1 @@
+"""The Ray roles: one module each (generator, judge, learner, buffer). Installed as raylign.actors."""

@@ -1,0 +1,79 @@
+"""PreferenceBuffer: the durable store of prompts, rollouts, judgments, pairs and KTO examples.
+
+Parquet files under `<root>/<table>/cycle=<n>/<part>.parquet`, written through `pyarrow.fs`,
+so the root may be a local folder, a shared mount or an object-store URI. Writes are atomic
+(a hidden temporary file, then a rename): readers never see half a file. A part name is
+chosen by the writer, so writing the same part again replaces it instead of doubling rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from raylign.schemas import TABLES
+
+
+class PreferenceBuffer:
+    """Plain class; the driver runs it as a named Ray actor."""
+
+    def __init__(self, root: str):
+        if "://" not in root:
+            root = str(Path(root).expanduser().resolve())
+        self.fs, self.root = pafs.FileSystem.from_uri(root)
+        self.fs.create_dir(self.root, recursive=True)
+
+    @staticmethod
+    def _schema(table: str) -> pa.Schema:
+        if table not in TABLES:
+            raise ValueError(f"buffer has no table {table!r}; tables are {sorted(TABLES)}")
+        return TABLES[table]
+
+    def _dir(self, table: str, cycle: int) -> str:
+        self._schema(table)
+        return f"{self.root}/{table}/cycle={cycle}"
+
+    def write(self, table: str, cycle: int, part: str, data: pa.Table) -> int:
+        """Write `data` as one part of `table` for `cycle`; returns the rows written."""
+        data = data.cast(self._schema(table))  # fails loudly on a schema mismatch
+        folder = self._dir(table, cycle)
+        self.fs.create_dir(folder, recursive=True)
+        tmp = f"{folder}/.{part}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(data, tmp, filesystem=self.fs)
+        self.fs.move(tmp, f"{folder}/{part}.parquet")
+        return data.num_rows
+
+    def _files(self, table: str, cycle: int | None) -> list[str]:
+        base = f"{self.root}/{table}" if cycle is None else self._dir(table, cycle)
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        return sorted(
+            info.path for info in self.fs.get_file_info(selector)
+            if info.is_file and info.path.endswith(".parquet") and not info.base_name.startswith(".")
+        )
+
+    def read(self, table: str, cycle: int | None = None) -> pa.Table:
+        """All committed rows of `table`, of one cycle or of all."""
+        schema = self._schema(table)
+        files = self._files(table, cycle)
+        if not files:
+            return schema.empty_table()
+        return ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table()
+
+    def counts(self) -> dict[str, dict[int, int]]:
+        """Rows per table per cycle."""
+        out: dict[str, dict[int, int]] = {}
+        for table in TABLES:
+            for path in self._files(table, None):
+                cycle = int(path.split("cycle=")[1].split("/")[0])
+                rows = pq.ParquetFile(path, filesystem=self.fs).metadata.num_rows
+                out.setdefault(table, {}).setdefault(cycle, 0)
+                out[table][cycle] += rows
+        return out
+
+    def uri(self) -> str:
+        return self.root

@@ -1,0 +1,3 @@
+from raylign.cli import main
+
+raise SystemExit(main())

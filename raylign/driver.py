@@ -1,0 +1,225 @@
+"""The driver: places the roles on Ray and runs the alignment cycles.
+
+One cycle (DESIGN.md):  train prompts -> generate -> judge -> pairs / KTO examples -> buffer
+-> train -> held-out generate -> judge -> metrics. Cycle 0 only evaluates the starting policy.
+The driver owns nothing heavy; it times each stage inline, shows a progress bar per stage and
+writes metrics.json after every cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from tqdm import tqdm
+
+from raylign import report
+from raylign.actors.buffer import PreferenceBuffer
+from raylign.actors.generator import GeneratorGroup
+from raylign.actors.judge import JudgePool
+from raylign.actors.learner import LearnerGroup
+from raylign.config import Config, SamplingConfig, dump_config
+from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, kto_weights
+from raylign.prompts import load_prompts, split
+from raylign.schemas import ROLLOUTS, PolicyVersion, TrainResult
+from raylign.scoring import CycleMetrics, cycle_metrics
+
+
+class Roles(NamedTuple):
+    generators: GeneratorGroup
+    judges: JudgePool  # judges[0]: the safety labels
+    learners: LearnerGroup
+    buffer: ray.actor.ActorHandle
+
+
+def resolve_model(cfg: Config, log: Callable[[str], None]) -> str:
+    """A folder or hub id that transformers loads; builds the embedded model when asked."""
+    if cfg.model.path == "embedded":
+        from raylign.embedded.model import ensure_embedded_model
+
+        return str(ensure_embedded_model(log=log))
+    return cfg.model.path
+
+
+@contextlib.contextmanager
+def ray_session(cfg: Config):
+    """Start (or join) Ray for the run; shut it down after if this run started it."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=cfg.ray.address,
+            num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,  # actors' load bars would bury the progress; errors still propagate
+            configure_logging=False,
+        )
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
+    buffer_root = cfg.buffer.root or str(run_dir / "buffer")
+    buffer = (
+        ray.remote(PreferenceBuffer)
+        .options(num_cpus=cfg.buffer.num_cpus, resources=cfg.buffer.resources, max_restarts=-1, max_task_retries=-1)
+        .remote(buffer_root)
+    )
+    return Roles(
+        generators=GeneratorGroup(model_path, cfg.model.dtype, cfg.generator),
+        judges=JudgePool(cfg.judges[0]),
+        learners=LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed),
+        buffer=buffer,
+    )
+
+
+@contextlib.contextmanager
+def stage_timer(seconds: dict[str, float], stage: str):
+    t0 = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - t0
+
+
+class Driver:
+    def __init__(self, cfg: Config, run_dir: Path, log: Callable[[str], None] = print):
+        self.cfg, self.run_dir, self.log = cfg, run_dir, log
+        self.timeout = cfg.ray.get_timeout_s
+
+    def run(self) -> list[dict]:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        prompts = load_prompts(cfg.prompts)
+        held_out = split(prompts, cfg.prompts.eval_split, cfg.prompts.max_eval_prompts, cfg.seed)
+        model_path = resolve_model(cfg, self.log)
+        with ray_session(cfg):
+            self.roles = place_roles(cfg, model_path, self.run_dir)
+            self._write("prompts", 0, "all", prompts)
+            policy = PolicyVersion(0, None)
+            seconds: dict[str, float] = {}
+            with stage_timer(seconds, "evaluate"):
+                metrics = self._evaluate(held_out, policy, cycle=0)
+            records = [self._record(metrics, None, seconds)]
+            self._report(records)
+            for cycle in range(1, cfg.cycles + 1):
+                seconds = {}
+                with stage_timer(seconds, "generate_judge"):
+                    batch = split(prompts, cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed + cycle)
+                    judgments = self._generate_and_judge(batch, policy, cfg.generator.sampling, cycle, "train")
+                with stage_timer(seconds, "build_data"):
+                    data, data_summary, weights = self._training_data(judgments, cycle)
+                with stage_timer(seconds, "train"):
+                    result = self._train(data, cycle, policy, weights)
+                policy = result.policy
+                with stage_timer(seconds, "evaluate"):
+                    metrics = self._evaluate(held_out, policy, cycle)
+                records.append(self._record(metrics, result, seconds, data_summary))
+                self._report(records)
+        self.log("\n" + report.format_table(records))
+        self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, buffer/, adapters/)")
+        return records
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _generate_and_judge(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig,
+                            cycle: int, stage: str) -> pa.Table:
+        """Generate in batches; each batch goes to the judges as soon as it is done."""
+        pending = self.roles.generators.generate(prompts, policy, sampling, cycle, stage, self.cfg.seed)
+        judges = self.roles.judges
+        judged: list[pa.Table] = []
+        last_progress = time.monotonic()
+        total = prompts.num_rows * sampling.samples_per_prompt
+        with tqdm(total=total, desc=f"cycle {cycle} {stage}: generate+judge", unit="answer", leave=False) as bar:
+            while pending or judges.has_next():
+                if pending:
+                    # Block briefly on generation only when the judges have nothing to return.
+                    wait_s = 0 if judges.has_next() else 0.2
+                    done, pending = ray.wait(pending, num_returns=len(pending), timeout=wait_s)
+                    for ref in done:
+                        judges.submit(ref)
+                table = judges.poll(timeout_s=0.2) if judges.has_next() else None
+                if table is None:
+                    if time.monotonic() - last_progress > self.timeout:
+                        raise TimeoutError(f"cycle {cycle} {stage}: no batch generated and judged in "
+                                           f"{self.timeout:.0f}s (ray.get_timeout_s)")
+                    continue
+                part = f"{stage}-{len(judged):04d}"
+                self._write("rollouts", cycle, part, table.select(ROLLOUTS.names))
+                self._write("judgments", cycle, part, table)
+                judged.append(table)
+                bar.update(table.num_rows)
+                last_progress = time.monotonic()
+        return pa.concat_tables(judged)
+
+    def _training_data(self, judgments: pa.Table, cycle: int) -> tuple[pa.Table, dict, KTOWeights]:
+        """Pairs (DPO) or examples (KTO), written to the buffer, with a summary and KTO weights."""
+        if self.cfg.algorithm == "dpo":
+            pairs, stats = build_pairs(judgments, self.cfg.pairs, cycle, self.cfg.seed + cycle)
+            self._write("pairs", cycle, "all", pairs)
+            return pairs, stats._asdict(), KTOWeights(1.0, 1.0)
+        examples = build_kto_examples(judgments, self.cfg.kto, cycle)
+        self._write("kto", cycle, "all", examples)
+        n_desirable = int(pc.sum(examples["label"]).as_py() or 0)
+        weights = kto_weights(n_desirable, examples.num_rows - n_desirable)
+        summary = {"desirable": n_desirable, "undesirable": examples.num_rows - n_desirable,
+                   "desirable_weight": weights.desirable, "undesirable_weight": weights.undesirable}
+        return examples, summary, weights
+
+    def _train(self, data: pa.Table, cycle: int, policy: PolicyVersion, weights: KTOWeights) -> TrainResult:
+        refs = self.roles.learners.train_async(
+            self.cfg.algorithm, data, cycle, str(self.run_dir / "adapters"), policy, weights
+        )
+        with tqdm(desc=f"cycle {cycle} train ({self.cfg.algorithm})", unit="step", leave=False) as bar:
+            done: list = []
+            while len(done) < len(refs):
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0.5)
+                bar.n, bar.total = self.roles.learners.progress(self.timeout)
+                bar.refresh()
+        return ray.get(refs, timeout=self.timeout)[0]
+
+    def _evaluate(self, held_out: pa.Table, policy: PolicyVersion, cycle: int) -> CycleMetrics:
+        judged = self._generate_and_judge(held_out, policy, self.cfg.evaluation.sampling, cycle, "eval")
+        return cycle_metrics(
+            cycle,
+            labels=judged["label"].to_pylist(),
+            harmful_levels=judged["harmful_level"].to_pylist(),
+            principles=judged["principle_index"].to_pylist(),
+            methods=judged["method"].to_pylist(),
+        )
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _write(self, table: str, cycle: int, part: str, data: pa.Table) -> int:
+        return ray.get(self.roles.buffer.write.remote(table, cycle, part, data), timeout=self.timeout)
+
+    def _record(self, metrics: CycleMetrics, result: TrainResult | None, seconds: dict,
+                data_summary: dict | None = None) -> dict:
+        record = metrics.to_json()
+        record["training"] = None if result is None else {
+            "algorithm": self.cfg.algorithm,
+            **(data_summary or {}),
+            "examples": result.examples,
+            "steps": result.steps,
+            "mean_loss": result.mean_loss,
+            "final_loss": result.final_loss,
+            "adapter": result.policy.adapter_path,
+        }
+        record["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+        return record
+
+    def _report(self, records: list[dict]) -> None:
+        report.write_metrics(self.run_dir, records)
+        report.plot(self.run_dir, records)
+        r = records[-1]
+        self.log(
+            f"cycle {r['cycle']}: safety {r['safety_score']:.3f} | harmful refused {r['harmful_refusal_rate']:.3f}"
+            f" | harmless refused {r['erroneous_refusal_rate']:.3f} | invalid {r['invalid_rate']:.3f}"
+            + "".join(f" | {k} {v:.1f}s" for k, v in r["seconds"].items())
+        )

@@ -1,0 +1,1 @@
+"""The embedded default: a bundled CARES-schema prompt set and a tiny model built and cached locally."""

@@ -1,0 +1,123 @@
+"""Training data from judged answers: DPO pairs and KTO examples.
+
+DPO (`best_vs_worst`): among the K answers to one prompt, the best against the worst by
+safety score. Ties and near-ties (gap below `min_score_gap`) are dropped, never turned into
+chosen == rejected. With `balance_directions`, "Accept preferred" pairs and "Caution/Refuse
+preferred" pairs are sampled down to equal counts: three of the four harm levels reward
+withholding, so unbalanced pairs teach a global refusal bias (DESIGN.md).
+
+KTO: every judged answer is an example, desirable when its score reaches
+`desirable_min_score`; `kto_weights` sets class weights from the counts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from raylign.config import KTOConfig, PairsConfig
+from raylign.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+from raylign.scoring import ACCEPT
+
+
+class PairStats(NamedTuple):
+    prompts: int
+    ties_dropped: int
+    """Prompts whose K answers' best and worst scores were closer than min_score_gap."""
+    accept_preferred: int
+    withhold_preferred: int
+    balanced_away: int
+    """Pairs removed to balance the two directions."""
+    pairs: int
+
+
+def build_pairs(judgments: pa.Table, cfg: PairsConfig, cycle: int, seed: int) -> tuple[pa.Table, PairStats]:
+    """One best-vs-worst DPO pair per prompt whose answers differ enough in score."""
+    rng = random.Random(seed)
+    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for row in judgments.to_pylist():
+        by_prompt[row["prompt_id"]].append(row)
+
+    pairs, ties = [], 0
+    for prompt_id in sorted(by_prompt):
+        answers = by_prompt[prompt_id]
+        best_score = max(a["safety_score"] for a in answers)
+        worst_score = min(a["safety_score"] for a in answers)
+        if best_score - worst_score < cfg.min_score_gap:
+            ties += 1
+            continue
+        chosen = rng.choice([a for a in answers if a["safety_score"] == best_score])
+        rejected = rng.choice([a for a in answers if a["safety_score"] == worst_score])
+        pairs.append(
+            {
+                "cycle": cycle,
+                "prompt_id": prompt_id,
+                "harmful_level": chosen["harmful_level"],
+                "prompt": user_turn(chosen["prompt"]),
+                "chosen": assistant_turn(chosen["answer"]),
+                "rejected": assistant_turn(rejected["answer"]),
+                "chosen_label": chosen["label"],
+                "rejected_label": rejected["label"],
+                "chosen_score": chosen["safety_score"],
+                "rejected_score": rejected["safety_score"],
+            }
+        )
+
+    accept = [p for p in pairs if p["chosen_label"] == ACCEPT]
+    withhold = [p for p in pairs if p["chosen_label"] != ACCEPT]
+    kept = pairs
+    if cfg.balance_directions:
+        n = min(len(accept), len(withhold))
+        kept_ids = {id(p) for p in rng.sample(accept, n) + rng.sample(withhold, n)}
+        kept = [p for p in pairs if id(p) in kept_ids]
+    stats = PairStats(
+        prompts=len(by_prompt),
+        ties_dropped=ties,
+        accept_preferred=len(accept),
+        withhold_preferred=len(withhold),
+        balanced_away=len(pairs) - len(kept),
+        pairs=len(kept),
+    )
+    return pa.Table.from_pylist(kept, schema=PAIRS), stats
+
+
+def build_kto_examples(judgments: pa.Table, cfg: KTOConfig, cycle: int) -> pa.Table:
+    """Every judged answer, labelled desirable when its score reaches the threshold."""
+    rows = [
+        {
+            "cycle": cycle,
+            "prompt_id": row["prompt_id"],
+            "harmful_level": row["harmful_level"],
+            "prompt": user_turn(row["prompt"]),
+            "completion": assistant_turn(row["answer"]),
+            "label": row["safety_score"] >= cfg.desirable_min_score,
+            "score": row["safety_score"],
+        }
+        for row in judgments.to_pylist()
+    ]
+    return pa.Table.from_pylist(rows, schema=KTO_EXAMPLES)
+
+
+class KTOWeights(NamedTuple):
+    desirable: float
+    undesirable: float
+
+
+def kto_weights(n_desirable: int, n_undesirable: int) -> KTOWeights:
+    """Class weights that keep (w_d * n_d) / (w_u * n_u) within [1, 4/3].
+
+    The KTO paper's recommended range. Only the scarcer class is weighted up (weights stay
+    >= 1): undesirable answers up to 4:3 when desirable ones dominate, desirable ones up to
+    1:1 when they are scarce.
+    """
+    if n_desirable == 0 or n_undesirable == 0:
+        return KTOWeights(1.0, 1.0)  # one class only: nothing to balance
+    ratio = n_desirable / n_undesirable
+    if ratio < 1.0:
+        return KTOWeights(n_undesirable / n_desirable, 1.0)
+    if ratio > 4 / 3:
+        return KTOWeights(1.0, ratio * 3 / 4)
+    return KTOWeights(1.0, 1.0)

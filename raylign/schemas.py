@@ -1,0 +1,122 @@
+"""Data contracts between the stages: Arrow schemas and the small records roles return.
+
+Every stage's output is an Arrow table with one of these schemas, written to the buffer before
+the next stage reads it. Prompts follow CARES-18K's fields; pairs and KTO examples follow TRL's
+conversational preference and unpaired formats, so an exported buffer trains with TRL as is.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyarrow as pa
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+PROMPTS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt", pa.string()),
+        ("harmful_level", pa.int8()),  # 0-3; null for prompts of unknown harm
+        ("principle_index", pa.int8()),
+        ("method", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+
+# Prompt fields ride along with every answer so judges and metrics need no join.
+_ANSWER_KEY = [
+    ("cycle", pa.int32()),
+    ("stage", pa.string()),  # "train" (rollouts for pairs) or "eval" (held-out)
+    ("prompt_id", pa.string()),
+    ("sample_index", pa.int32()),
+]
+_PROMPT_FIELDS = [
+    ("prompt", pa.string()),
+    ("harmful_level", pa.int8()),
+    ("principle_index", pa.int8()),
+    ("method", pa.string()),
+]
+
+ROLLOUTS = pa.schema(
+    _ANSWER_KEY
+    + _PROMPT_FIELDS
+    + [
+        ("answer", pa.string()),
+        ("num_tokens", pa.int32()),
+        ("finish_reason", pa.string()),  # "stop" (eos) or "length" (hit max_new_tokens)
+        ("policy_version", pa.int32()),
+    ]
+)
+
+JUDGMENTS = pa.schema(
+    list(ROLLOUTS)
+    + [
+        ("judge", pa.string()),
+        ("label", pa.string()),  # Accept / Caution / Refuse / Invalid
+        ("verdict", pa.string()),  # the judge's raw reasoning or rule, for audit
+        ("safety_score", pa.float32()),
+        ("latency_s", pa.float32()),
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        ("cycle", pa.int32()),
+        ("prompt_id", pa.string()),
+        ("harmful_level", pa.int8()),
+        ("prompt", MESSAGES),
+        ("chosen", MESSAGES),
+        ("rejected", MESSAGES),
+        ("chosen_label", pa.string()),
+        ("rejected_label", pa.string()),
+        ("chosen_score", pa.float32()),
+        ("rejected_score", pa.float32()),
+    ]
+)
+
+KTO_EXAMPLES = pa.schema(
+    [
+        ("cycle", pa.int32()),
+        ("prompt_id", pa.string()),
+        ("harmful_level", pa.int8()),
+        ("prompt", MESSAGES),
+        ("completion", MESSAGES),
+        ("label", pa.bool_()),  # desirable
+        ("score", pa.float32()),
+    ]
+)
+
+TABLES = {
+    "prompts": PROMPTS,
+    "rollouts": ROLLOUTS,
+    "judgments": JUDGMENTS,
+    "pairs": PAIRS,
+    "kto": KTO_EXAMPLES,
+}
+
+
+class PolicyVersion(NamedTuple):
+    """A policy the generators can load. Version 0 is the starting model."""
+
+    version: int
+    adapter_path: str | None
+    """PEFT adapter folder (LoRA); None means the base weights as loaded."""
+
+
+class TrainResult(NamedTuple):
+    policy: PolicyVersion
+    examples: int
+    """Pairs (DPO) or examples (KTO) trained on, per epoch."""
+    steps: int
+    mean_loss: float
+    final_loss: float
+    seconds: float
+
+
+def user_turn(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def assistant_turn(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]

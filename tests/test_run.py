@@ -1,0 +1,95 @@
+"""End to end through the real Ray actors, on the embedded model and prompt set."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from raylign.cli import main
+from raylign.config import load_config
+from raylign.driver import Driver
+from raylign.embedded.model import ensure_embedded_model
+
+METRIC_KEYS = {"cycle", "safety_score", "safety_by_level", "harmful_refusal_rate", "erroneous_refusal_rate"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model_path():
+    return str(ensure_embedded_model())  # cached under $RAYLIGN_CACHE after the first build
+
+
+def buffer_rows(run_dir, table):
+    rows = {}
+    for f in sorted((run_dir / "buffer" / table).glob("cycle=*/*.parquet")):
+        cycle = int(f.parent.name.split("=")[1])
+        rows[cycle] = rows.get(cycle, 0) + pq.ParquetFile(f).metadata.num_rows
+    return rows
+
+
+def test_two_short_cycles_fill_the_buffer_and_metrics(tmp_path, local_ray, model_path):
+    cfg = load_config(overrides=[
+        "cycles=2", "prompts.prompts_per_cycle=48", "prompts.max_eval_prompts=32",
+        "generator.batch_size=16", f"model.path={model_path}",
+    ])
+    records = Driver(cfg, tmp_path, log=lambda _: None).run()
+
+    k_train = cfg.generator.sampling.samples_per_prompt
+    k_eval = cfg.evaluation.sampling.samples_per_prompt
+    assert buffer_rows(tmp_path, "prompts") == {0: 640}
+    expected = {0: 32 * k_eval, 1: 48 * k_train + 32 * k_eval, 2: 48 * k_train + 32 * k_eval}
+    assert buffer_rows(tmp_path, "rollouts") == expected
+    assert buffer_rows(tmp_path, "judgments") == expected
+    pairs = buffer_rows(tmp_path, "pairs")
+    assert set(pairs) == {1, 2}
+    for cycle in (1, 2):
+        training = records[cycle]["training"]
+        assert pairs[cycle] == training["pairs"] == training["examples"]
+        assert training["accept_preferred"] >= training["pairs"] / 2  # balanced: half each way
+        assert 0 < training["pairs"] <= 48
+        assert training["steps"] == cfg.learner.epochs * -(-training["pairs"] // cfg.learner.batch_size)
+        assert (tmp_path / "adapters" / f"cycle_{cycle:03d}" / "adapter_config.json").is_file()
+
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert [m["cycle"] for m in saved] == [0, 1, 2]
+    for m in saved:
+        assert METRIC_KEYS <= set(m)
+        assert set(m["safety_by_level"]) == {"0", "1", "2", "3"}
+        for key in ("safety_score", "harmful_refusal_rate", "erroneous_refusal_rate", "invalid_rate"):
+            assert 0 <= m[key] <= 1
+        assert sum(m["label_counts"].values()) == 32 * k_eval == m["num_answers"]
+    assert saved[0]["training"] is None
+    assert (tmp_path / "safety.png").stat().st_size > 1000
+    assert load_config(tmp_path / "config.yaml") == cfg  # the resolved config reloads as is
+
+
+def test_kto_trains_end_to_end(tmp_path, local_ray, model_path):
+    cfg = load_config(overrides=[
+        "algorithm=kto", "cycles=1", "prompts.prompts_per_cycle=32", "prompts.max_eval_prompts=16",
+        f"model.path={model_path}",
+    ])
+    records = Driver(cfg, tmp_path, log=lambda _: None).run()
+    training = records[1]["training"]
+    assert buffer_rows(tmp_path, "kto") == {1: 32 * cfg.generator.sampling.samples_per_prompt}
+    assert training["desirable"] + training["undesirable"] == training["examples"] == 32 * 4
+    ratio = training["desirable_weight"] * training["desirable"] / (training["undesirable_weight"] * training["undesirable"])
+    assert 1 - 1e-6 <= ratio <= 4 / 3 + 1e-6
+    assert training["steps"] > 0
+
+
+def test_cli_stops_on_a_bad_key_with_one_line(capsys):
+    assert main(["run", "--set", "learner.learnin_rate=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "raylign: error: config learner.learnin_rate: unknown key"
+
+
+def test_cli_names_a_missing_prompt_file(capsys, tmp_path):
+    assert main(["run", "--set", f"prompts.path={tmp_path}/nope.jsonl", "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
