@@ -1,0 +1,53 @@
+import pyarrow as pa
+import pytest
+
+from raylign.actors.buffer import PreferenceBuffer
+from raylign.schemas import PROMPTS
+
+
+def prompts(n, start=0):
+    return pa.table({
+        "id": [f"p{i}" for i in range(start, start + n)], "prompt": ["q"] * n, "harmful_level": [0] * n,
+        "principle_index": [1] * n, "method": ["direct"] * n, "split": ["train"] * n,
+    }, schema=PROMPTS)
+
+
+def test_write_read_and_counts_by_cycle(tmp_path):
+    buf = PreferenceBuffer(str(tmp_path / "buf"))
+    assert buf.write("prompts", 0, "a", prompts(3)) == 3
+    buf.write("prompts", 1, "a", prompts(2, start=3))
+    buf.write("prompts", 1, "b", prompts(4, start=5))
+    assert buf.read("prompts", 1).num_rows == 6
+    assert buf.read("prompts").num_rows == 9
+    assert sorted(buf.read("prompts", 0)["id"].to_pylist()) == ["p0", "p1", "p2"]
+    assert buf.counts() == {"prompts": {0: 3, 1: 6}}
+    assert (tmp_path / "buf" / "prompts" / "cycle=1" / "b.parquet").is_file()
+
+
+def test_rewriting_a_part_replaces_it_instead_of_doubling(tmp_path):
+    buf = PreferenceBuffer(str(tmp_path))
+    buf.write("prompts", 2, "train-0001", prompts(5))
+    buf.write("prompts", 2, "train-0001", prompts(5))  # a retried stage writes the same part
+    assert buf.counts()["prompts"][2] == 5
+
+
+def test_readers_never_see_temporary_files(tmp_path):
+    buf = PreferenceBuffer(str(tmp_path))
+    buf.write("prompts", 0, "done", prompts(2))
+    (tmp_path / "prompts" / "cycle=0" / ".half.1234.tmp").write_bytes(b"PAR1 half written")
+    assert buf.read("prompts", 0).num_rows == 2
+    assert buf.counts() == {"prompts": {0: 2}}
+
+
+def test_empty_table_reads_with_its_schema(tmp_path):
+    buf = PreferenceBuffer(str(tmp_path))
+    empty = buf.read("pairs", 3)
+    assert empty.num_rows == 0 and "chosen" in empty.column_names
+
+
+def test_unknown_table_and_wrong_schema_fail_loudly(tmp_path):
+    buf = PreferenceBuffer(str(tmp_path))
+    with pytest.raises(ValueError, match="no table 'rewards'"):
+        buf.write("rewards", 0, "a", prompts(1))
+    with pytest.raises((pa.ArrowInvalid, ValueError, KeyError)):
+        buf.write("pairs", 0, "a", prompts(1))
