@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import ray
@@ -142,30 +143,32 @@ class Learner:
 
     # -- DPO ------------------------------------------------------------------------------
 
+    def _fit(self, n: int, cycle: int, batch_loss: Callable[[list[int]], torch.Tensor]) -> list[float]:
+        """`epochs` shuffled passes over n examples; `batch_loss` maps example indices to a loss."""
+        epochs = [self._batches(n, cycle, e) for e in range(self.cfg.epochs)]
+        optimizer, scheduler = self._optimizer(sum(len(b) for b in epochs))
+        self.model.train()
+        return [self._step(batch_loss(idx), optimizer, scheduler) for batches in epochs for idx in batches]
+
     def _train_dpo(self, rows: list[dict], cycle: int) -> list[float]:
         if not rows:
             return []
         chosen = [self._encode(r["prompt"], r["chosen"]) for r in rows]
         rejected = [self._encode(r["prompt"], r["rejected"]) for r in rows]
         ref_chosen, ref_rejected = self._reference_logps(chosen), self._reference_logps(rejected)
-        epochs = [self._batches(len(rows), cycle, e) for e in range(self.cfg.epochs)]
-        optimizer, scheduler = self._optimizer(sum(len(b) for b in epochs))
-        losses = []
-        self.model.train()
-        for batches in epochs:
-            for idx in batches:
-                batch = self._collate([chosen[i] for i in idx] + [rejected[i] for i in idx])
-                out = sequence_logps(self.model, batch)
-                n = len(idx)
-                pref = dpo_loss(
-                    out.logps[:n], out.logps[n:], ref_chosen[idx], ref_rejected[idx],
-                    beta=self.cfg.beta, loss_type=self.cfg.loss_type,
-                    chosen_lengths=out.num_tokens[:n], rejected_lengths=out.num_tokens[n:],
-                )
-                is_chosen = torch.arange(2 * n, device=self.device) < n
-                loss = pref.mean() + self._sft_term(out.logps, out.num_tokens, is_chosen)
-                losses.append(self._step(loss, optimizer, scheduler))
-        return losses
+
+        def batch_loss(idx: list[int]) -> torch.Tensor:
+            n = len(idx)
+            out = sequence_logps(self.model, self._collate([chosen[i] for i in idx] + [rejected[i] for i in idx]))
+            pref = dpo_loss(
+                out.logps[:n], out.logps[n:], ref_chosen[idx], ref_rejected[idx],
+                beta=self.cfg.beta, loss_type=self.cfg.loss_type,
+                chosen_lengths=out.num_tokens[:n], rejected_lengths=out.num_tokens[n:],
+            )
+            is_chosen = torch.arange(2 * n, device=self.device) < n
+            return pref.mean() + self._sft_term(out.logps, out.num_tokens, is_chosen)
+
+        return self._fit(len(rows), cycle, batch_loss)
 
     # -- KTO ------------------------------------------------------------------------------
 
@@ -178,23 +181,19 @@ class Learner:
         mismatched = [self._encode(rows[i]["prompt"], rows[j]["completion"]) for i, j in enumerate(shift)]
         ref_matched, ref_mismatched = self._reference_logps(matched), self._reference_logps(mismatched)
         desirable = torch.tensor([bool(r["label"]) for r in rows], device=self.device)
-        epochs = [self._batches(len(rows), cycle, e) for e in range(self.cfg.epochs)]
-        optimizer, scheduler = self._optimizer(sum(len(b) for b in epochs))
-        losses = []
-        self.model.train()
-        for batches in epochs:
-            for idx in batches:
-                with torch.no_grad():
-                    mm = sequence_logps(self.model, self._collate([mismatched[i] for i in idx]))
-                kl = kl_estimate(mm.logps, ref_mismatched[idx])
-                out = sequence_logps(self.model, self._collate([matched[i] for i in idx]))
-                pref = kto_loss(
-                    out.logps, ref_matched[idx], desirable[idx], kl, beta=self.cfg.beta,
-                    desirable_weight=weights.desirable, undesirable_weight=weights.undesirable,
-                )
-                loss = pref.mean() + self._sft_term(out.logps, out.num_tokens, desirable[idx])
-                losses.append(self._step(loss, optimizer, scheduler))
-        return losses
+
+        def batch_loss(idx: list[int]) -> torch.Tensor:
+            with torch.no_grad():
+                kl = kl_estimate(sequence_logps(self.model, self._collate([mismatched[i] for i in idx])).logps,
+                                 ref_mismatched[idx])
+            out = sequence_logps(self.model, self._collate([matched[i] for i in idx]))
+            pref = kto_loss(
+                out.logps, ref_matched[idx], desirable[idx], kl, beta=self.cfg.beta,
+                desirable_weight=weights.desirable, undesirable_weight=weights.undesirable,
+            )
+            return pref.mean() + self._sft_term(out.logps, out.num_tokens, desirable[idx])
+
+        return self._fit(len(rows), cycle, batch_loss)
 
 
 class LearnerGroup:

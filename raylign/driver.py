@@ -159,18 +159,17 @@ class Driver:
         return pa.concat_tables(judged)
 
     def _training_data(self, judgments: pa.Table, cycle: int) -> tuple[pa.Table, dict, KTOWeights]:
-        """Pairs (DPO) or examples (KTO), written to the buffer, with a summary and KTO weights."""
-        if self.cfg.algorithm == "dpo":
-            pairs, stats = build_pairs(judgments, self.cfg.pairs, cycle, self.cfg.seed + cycle)
-            self._write("pairs", cycle, "all", pairs)
-            return pairs, stats._asdict(), KTOWeights(1.0, 1.0)
+        """DPO pairs and KTO examples, both written to the buffer; returns the algorithm's data,
+        a summary of both, and the KTO class weights."""
+        pairs, stats = build_pairs(judgments, self.cfg.pairs, cycle, self.cfg.seed + cycle)
         examples = build_kto_examples(judgments, self.cfg.kto, cycle)
+        self._write("pairs", cycle, "all", pairs)
         self._write("kto", cycle, "all", examples)
         n_desirable = int(pc.sum(examples["label"]).as_py() or 0)
         weights = kto_weights(n_desirable, examples.num_rows - n_desirable)
-        summary = {"desirable": n_desirable, "undesirable": examples.num_rows - n_desirable,
+        summary = {**stats._asdict(), "desirable": n_desirable, "undesirable": examples.num_rows - n_desirable,
                    "desirable_weight": weights.desirable, "undesirable_weight": weights.undesirable}
-        return examples, summary, weights
+        return (pairs if self.cfg.algorithm == "dpo" else examples), summary, weights
 
     def _train(self, data: pa.Table, cycle: int, policy: PolicyVersion, weights: KTOWeights) -> TrainResult:
         refs = self.roles.learners.train_async(

@@ -49,6 +49,7 @@ def test_two_short_cycles_fill_the_buffer_and_metrics(tmp_path, local_ray, model
     assert buffer_rows(tmp_path, "judgments") == expected
     pairs = buffer_rows(tmp_path, "pairs")
     assert set(pairs) == {1, 2}
+    assert buffer_rows(tmp_path, "kto") == {1: 48 * k_train, 2: 48 * k_train}  # every judged answer
     for cycle in (1, 2):
         training = records[cycle]["training"]
         assert pairs[cycle] == training["pairs"] == training["examples"]
