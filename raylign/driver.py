@@ -69,7 +69,10 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
     buffer_root = cfg.buffer.root or str(run_dir / "buffer")
     buffer = (
         ray.remote(PreferenceBuffer)
-        .options(num_cpus=cfg.buffer.num_cpus, resources=cfg.buffer.resources, max_restarts=-1, max_task_retries=-1)
+        .options(
+            name=f"raylign-buffer-{run_dir.name}",  # findable by tools while the run goes on
+            num_cpus=cfg.buffer.num_cpus, resources=cfg.buffer.resources, max_restarts=-1, max_task_retries=-1,
+        )
         .remote(buffer_root)
     )
     return Roles(
@@ -89,7 +92,8 @@ def stage_timer(seconds: dict[str, float], stage: str):
 
 class Driver:
     def __init__(self, cfg: Config, run_dir: Path, log: Callable[[str], None] = print):
-        self.cfg, self.run_dir, self.log = cfg, run_dir, log
+        # Absolute: actors write adapters and Parquet there from their own working folders.
+        self.cfg, self.run_dir, self.log = cfg, run_dir.resolve(), log
         self.timeout = cfg.ray.get_timeout_s
 
     def run(self) -> list[dict]:
