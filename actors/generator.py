@@ -129,7 +129,3 @@ class GeneratorGroup:
             engine = self.engines[i % len(self.engines)]
             refs.append(engine.generate.remote(batch, policy, sampling, cycle, stage, seed * 7919 + cycle * 104_729 + i))
         return refs
-
-    def shutdown(self) -> None:
-        for e in self.engines:
-            ray.kill(e)

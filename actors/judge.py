@@ -66,7 +66,3 @@ class JudgePool:
             return self.pool.get_next_unordered(timeout=timeout_s)
         except TimeoutError:
             return None
-
-    def shutdown(self) -> None:
-        for r in self.replicas:
-            ray.kill(r)

@@ -215,7 +215,3 @@ class LearnerGroup:
 
     def progress(self, timeout_s: float) -> tuple[int, int]:
         return ray.get(self.ranks[0].progress.remote(), timeout=timeout_s)
-
-    def shutdown(self) -> None:
-        for r in self.ranks:
-            ray.kill(r)
