@@ -261,6 +261,14 @@ def _apply_override(raw: dict, assignment: str) -> None:
         node[leaf] = yaml.safe_load(value)
 
 
+def _merged(defaults: dict, given: dict) -> dict:
+    """`given` over `defaults`: mappings merge key by key; lists and values replace."""
+    out = dict(defaults)
+    for key, value in given.items():
+        out[key] = _merged(defaults[key], value) if isinstance(value, dict) and isinstance(defaults.get(key), dict) else value
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read YAML at `path` (None: all defaults), apply dotted overrides, validate."""
     raw: dict = {}
@@ -275,8 +283,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         raw = copy.deepcopy(loaded or {})
-    if overrides and "judges" not in raw and any(o.startswith("judges.") for o in overrides):
-        raw["judges"] = [{}]
+    # Overrides apply on top of the defaults, so `judges.0.replicas=4` works without a file.
+    raw = _merged(Config().model_dump(mode="json"), raw)
     for assignment in overrides:
         _apply_override(raw, assignment)
     try:
