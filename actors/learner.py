@@ -141,14 +141,14 @@ class Learner:
             return torch.zeros((), device=self.device)
         return self.cfg.sft_weight * -(logps[mask].sum() / num_tokens[mask].sum())
 
-    # -- DPO ------------------------------------------------------------------------------
-
     def _fit(self, n: int, cycle: int, batch_loss: Callable[[list[int]], torch.Tensor]) -> list[float]:
         """`epochs` shuffled passes over n examples; `batch_loss` maps example indices to a loss."""
         epochs = [self._batches(n, cycle, e) for e in range(self.cfg.epochs)]
         optimizer, scheduler = self._optimizer(sum(len(b) for b in epochs))
         self.model.train()
         return [self._step(batch_loss(idx), optimizer, scheduler) for batches in epochs for idx in batches]
+
+    # -- DPO ------------------------------------------------------------------------------
 
     def _train_dpo(self, rows: list[dict], cycle: int) -> list[float]:
         if not rows:

@@ -8,7 +8,6 @@ Code reads `cfg.section.field` and nothing else: no default lives outside this m
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -265,7 +264,8 @@ def _merged(defaults: dict, given: dict) -> dict:
     """`given` over `defaults`: mappings merge key by key; lists and values replace."""
     out = dict(defaults)
     for key, value in given.items():
-        out[key] = _merged(defaults[key], value) if isinstance(value, dict) and isinstance(defaults.get(key), dict) else value
+        both_mappings = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        out[key] = _merged(defaults[key], value) if both_mappings else value
     return out
 
 
@@ -282,7 +282,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        raw = copy.deepcopy(loaded or {})
+        raw = loaded or {}
     # Overrides apply on top of the defaults, so `judges.0.replicas=4` works without a file.
     raw = _merged(Config().model_dump(mode="json"), raw)
     for assignment in overrides:
