@@ -1,125 +1,137 @@
-"""RolloutGenerator: samples K answers per prompt from the current policy.
+"""Rollout generators: engines that sample K answers per prompt, and the group that places them.
 
-Supports the `hf` backend (transformers `generate`) with LoRA policies loaded into the running
-model by PEFT, one adapter per policy version, no restart. `GeneratorGroup` spreads batches of
-prompts across engines and returns one ObjectRef per batch, so judging can start on the first
-finished batch.
+An engine (`VLLMGenerator` in vllm_engine.py, or `HFGenerator` in hf_engine.py when
+`generator.backend: hf` is asked for) is loaded once and kept alive across cycles; each call
+names the policy version to answer with, and the engine makes it active without a restart.
+`GeneratorGroup` places `generator.engines` engines with a placement group (one bundle per
+engine, so an engine's GPUs sit on one node), spreads batches of prompts across them and returns
+one ObjectRef per batch, so judging starts on the first finished batch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import ray
-import torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raylign.config import GeneratorConfig, SamplingConfig
-from raylign.schemas import ROLLOUTS, PolicyVersion, user_turn
-from raylign.sequences import device_for
+from raylign.schemas import ROLLOUTS, PolicyVersion
+from raylign.weights import unpack_folder
+
+PROMPT_TOO_LONG = "prompt_too_long"
+"""finish_reason of a prompt that leaves no room to answer in the model's context: it is not
+generated, the row is kept (empty answer, so the judges count it Invalid) and the batch goes on."""
 
 
-class RolloutGenerator:
-    """One engine. Plain class; `GeneratorGroup` runs it as a Ray actor."""
+class Completion(NamedTuple):
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" (EOS), "length" (hit max_new_tokens) or PROMPT_TOO_LONG
 
-    def __init__(self, model_path: str, dtype: str, cfg: GeneratorConfig):
-        torch.set_num_threads(cfg.num_threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.tokenizer.padding_side = "left"
-        self.device = device_for(cfg.num_gpus)
-        self.base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
-        self.peft: PeftModel | None = None  # wraps `base` once the first adapter arrives
-        self.policy = PolicyVersion(0, None)
 
-    def load_policy(self, policy: PolicyVersion) -> int:
-        """Make `policy` the one that answers, without reloading the base; returns its version."""
-        if policy == self.policy:
-            return policy.version
-        if policy.adapter_path is not None:
-            name = f"v{policy.version}"
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.base, policy.adapter_path, adapter_name=name).eval()
-            else:
-                previous = self.peft.active_adapter
-                self.peft.load_adapter(policy.adapter_path, adapter_name=name)
-                self.peft.set_adapter(name)
-                if previous != name:
-                    self.peft.delete_adapter(previous)
-        self.policy = policy
-        return policy.version
+NOT_GENERATED = Completion("", 0, PROMPT_TOO_LONG)
 
-    def _model(self):
-        """The model and a context that answers with the current policy."""
-        if self.peft is None:
-            return self.base, contextlib.nullcontext()
-        if self.policy.adapter_path is None:
-            return self.peft, self.peft.disable_adapter()
-        return self.peft, contextlib.nullcontext()
 
-    @torch.no_grad()
-    def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
-                 stage: str, seed: int) -> pa.Table:
-        """K sampled answers of `policy` for each prompt row, as a ROLLOUTS table."""
-        self.load_policy(policy)  # also heals an engine restarted since the last call
-        model, policy_context = self._model()
-        rows = prompts.to_pylist()
-        texts = [
-            self.tokenizer.apply_chat_template(user_turn(r["prompt"]), add_generation_prompt=True, tokenize=False)
-            for r in rows
-        ]
-        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        k = sampling.samples_per_prompt
-        greedy = sampling.temperature == 0
-        torch.manual_seed(seed)
-        with policy_context:
-            out = model.generate(
-                **inputs,
-                do_sample=not greedy,
-                temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p,
-                top_k=None,
-                max_new_tokens=sampling.max_new_tokens,
-                num_return_sequences=k,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-            )
-        completions = out[:, inputs["input_ids"].shape[1] :]
-        records = []
-        for seq, (row, sample_index) in zip(completions, itertools.product(rows, range(k))):
-            ended = (seq == self.tokenizer.eos_token_id).nonzero()
-            length = int(ended[0]) + 1 if len(ended) else len(seq)
-            records.append(
-                {
-                    "cycle": cycle,
-                    "stage": stage,
-                    "prompt_id": row["id"],
-                    "sample_index": sample_index,
-                    "prompt": row["prompt"],
-                    "harmful_level": row["harmful_level"],
-                    "principle_index": row["principle_index"],
-                    "method": row["method"],
-                    "answer": self.tokenizer.decode(seq[:length], skip_special_tokens=True).strip(),
-                    "num_tokens": length,
-                    "finish_reason": "stop" if len(ended) else "length",
-                    "policy_version": self.policy.version,
-                }
-            )
-        return pa.Table.from_pylist(records, schema=ROLLOUTS)
+def rollout_table(rows: list[dict], completions: list[list[Completion]], cycle: int, stage: str,
+                  policy_version: int) -> pa.Table:
+    """One ROLLOUTS row per (prompt, sample); `completions[i]` are prompt i's K samples."""
+    records = [
+        {
+            "cycle": cycle,
+            "stage": stage,
+            "prompt_id": row["id"],
+            "sample_index": sample_index,
+            "prompt": row["prompt"],
+            "harmful_level": row["harmful_level"],
+            "principle_index": row["principle_index"],
+            "method": row["method"],
+            "answer": c.text.strip(),
+            "num_tokens": c.num_tokens,
+            "finish_reason": c.finish_reason,
+            "policy_version": policy_version,
+        }
+        for row, samples in zip(rows, completions, strict=True)
+        for sample_index, c in enumerate(samples)
+    ]
+    return pa.Table.from_pylist(records, schema=ROLLOUTS)
+
+
+class AdapterCache:
+    """LoRA adapter folders on this engine's node, newest last; at most `keep` of them.
+
+    An adapter that came through the object store is written to a private folder here; one
+    given by `path` only is read where it lies (a shared filesystem)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.root = Path(tempfile.mkdtemp(prefix="raylign-adapters-"))
+        self.folders: dict[str, str] = {}  # policy key -> folder
+
+    def folder(self, policy: PolicyVersion) -> tuple[str, list[str]]:
+        """The adapter's local folder, and the keys evicted to make room for it."""
+        if policy.key in self.folders:
+            self.folders[policy.key] = self.folders.pop(policy.key)  # now newest
+            return self.folders[policy.key], []
+        if policy.payload:
+            folder = str(unpack_folder(ray.get(policy.payload[0]), self.root / f"v{policy.version}-{len(self.folders)}"))
+        elif policy.path is not None:
+            folder = policy.path
+        else:
+            raise ValueError(f"LoRA policy version {policy.version} has neither a payload nor a path")
+        self.folders[policy.key] = folder
+        evicted = list(self.folders)[: max(0, len(self.folders) - self.keep)]
+        for key in evicted:
+            old = self.folders.pop(key)
+            if Path(old).is_relative_to(self.root):
+                shutil.rmtree(old, ignore_errors=True)
+        return folder, evicted
+
+
+def engine_class(backend: str):
+    if backend == "vllm":
+        from raylign.actors.vllm_engine import VLLMGenerator
+
+        return VLLMGenerator
+    from raylign.actors.hf_engine import HFGenerator
+
+    return HFGenerator
 
 
 class GeneratorGroup:
-    """`cfg.engines` generators; batches go round-robin, each returns its own ObjectRef."""
+    """`cfg.engines` engines, one placement-group bundle each; batches go round-robin."""
 
-    def __init__(self, model_path: str, dtype: str, cfg: GeneratorConfig):
+    def __init__(self, model_path: str, dtype: str, cfg: GeneratorConfig, lora_rank: int | None, seed: int,
+                 timeout_s: float):
         self.cfg = cfg
-        actor = ray.remote(RolloutGenerator).options(
-            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
-            max_restarts=2, max_task_retries=2,
-        )
-        self.engines = [actor.remote(model_path, dtype, cfg) for _ in range(cfg.engines)]
+        bundle = {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus, **cfg.resources}
+        bundle = {k: v for k, v in bundle.items() if v > 0}
+        self.placement = placement_group([bundle] * cfg.engines, strategy="PACK")
+        try:
+            ray.get(self.placement.ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.placement)
+            raise RuntimeError(
+                f"generators: {cfg.engines} engine(s) of {bundle} could not be placed in {timeout_s:.0f}s; "
+                f"the cluster has {ray.cluster_resources()}"
+            ) from None
+        actor = ray.remote(engine_class(cfg.backend))
+        self.engines = [
+            actor.options(
+                num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
+                max_restarts=2, max_task_retries=2,
+                runtime_env={"env_vars": vllm_env(cfg)},
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=i),
+            ).remote(model_path, dtype, cfg, lora_rank, seed + i)
+            for i in range(cfg.engines)
+        ]
+        # Engines that cannot start (vLLM missing, model not found) fail here, with their error.
+        self.info = ray.get([e.ready.remote() for e in self.engines], timeout=timeout_s)
 
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
                  stage: str, seed: int) -> list[ray.ObjectRef]:
@@ -129,3 +141,13 @@ class GeneratorGroup:
             engine = self.engines[i % len(self.engines)]
             refs.append(engine.generate.remote(batch, policy, sampling, cycle, stage, seed * 7919 + cycle * 104_729 + i))
         return refs
+
+
+def vllm_env(cfg: GeneratorConfig) -> dict[str, str]:
+    """Environment of an engine's process: vLLM reads these at import."""
+    return {
+        # In-process engine core: ~3 s to start instead of ~20 s, best throughput on CPU, and
+        # the weights we load pass to the worker without a copy (CPU-NOTES).
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0" if cfg.vllm.in_process else "1",
+        "VLLM_NO_USAGE_STATS": "1",
+    }

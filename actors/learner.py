@@ -30,6 +30,7 @@ from raylign.config import LearnerConfig
 from raylign.losses import dpo_loss, kl_estimate, kto_loss
 from raylign.pairs import KTOWeights
 from raylign.schemas import PolicyVersion, TrainResult
+from raylign.weights import pack_folder
 from raylign.sequences import Batch, Encoded, collate, device_for, encode, sequence_logps
 
 
@@ -59,6 +60,10 @@ class Learner:
         """(steps done, steps planned) of the training call under way."""
         return self._steps_done, self._steps_total
 
+    def policy_files(self, policy: PolicyVersion) -> dict[str, bytes]:
+        """The policy's adapter folder as bytes, for the object store (raylign/weights.py)."""
+        return pack_folder(policy.path)
+
     def train(
         self, algorithm: str, data: pa.Table, cycle: int, out_dir: str, start: PolicyVersion, kto: KTOWeights
     ) -> TrainResult:
@@ -74,7 +79,7 @@ class Learner:
             self.model.save_pretrained(adapter_dir)
             self.version = cycle
             return TrainResult(
-                policy=PolicyVersion(cycle, str(adapter_dir)),
+                policy=PolicyVersion(cycle, "lora", str(adapter_dir)),
                 examples=len(rows),
                 steps=len(losses),
                 mean_loss=sum(losses) / len(losses) if losses else float("nan"),
@@ -86,9 +91,9 @@ class Learner:
         # After an actor restart the in-memory adapter is fresh: reload the policy to train on.
         if start.version == self.version:
             return
-        if start.adapter_path is None:
+        if start.path is None:
             raise ValueError(f"policy version {start.version} has no adapter to resume from")
-        set_peft_model_state_dict(self.model, load_peft_weights(start.adapter_path))
+        set_peft_model_state_dict(self.model, load_peft_weights(start.path))
         self.version = start.version
 
     # -- data ---------------------------------------------------------------------------
@@ -215,3 +220,10 @@ class LearnerGroup:
 
     def progress(self, timeout_s: float) -> tuple[int, int]:
         return ray.get(self.ranks[0].progress.remote(), timeout=timeout_s)
+
+    def publish(self, policy: PolicyVersion) -> PolicyVersion:
+        """`policy` with its files in the object store, so engines on any node can load it.
+
+        The driver calls this, so the driver owns the object: it outlives a learner restart,
+        and the bytes go from the learner's node to the engines' without passing through here."""
+        return policy._replace(payload=(self.ranks[0].policy_files.remote(policy),))

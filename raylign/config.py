@@ -63,6 +63,10 @@ class SamplingConfig(_Section):
         return self
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""LoRA ranks vLLM's kernels serve (vllm.config.lora.MaxLoRARanks)."""
+
+
 class ActorResources(_Section):
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0, ge=0)
@@ -73,15 +77,53 @@ class ActorResources(_Section):
     and the other core busy, a step can run 20x slower (CPU-NOTES)."""
 
 
+class VLLMConfig(_Section):
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs one engine shards the model over (generator.num_gpus must cover them)."""
+    in_process: bool = True
+    """Run vLLM's engine core inside the generator actor (VLLM_ENABLE_V1_MULTIPROCESSING=0):
+    ~3 s to start instead of ~20 s and the best throughput on CPU. Set false for GPU engines
+    with tensor_parallel_size > 1."""
+    enforce_eager: bool = True
+    """No torch.compile or CUDA graphs: compiled starts take 40-70 s on CPU. Set false on GPU,
+    where graphs pay for themselves (configs/cluster-gpu.yaml)."""
+    kv_cache_memory_mb: int | None = Field(256, ge=1)
+    """KV cache per engine. 256 MiB is plenty for the embedded model; null sizes it from
+    gpu_memory_utilization (on CPU vLLM would then reserve most of the machine's memory)."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=1)
+    """Context length; null takes the model's. Prompts without room for max_new_tokens are
+    recorded with finish_reason prompt_too_long, not generated."""
+    max_loras: int = Field(2, ge=1)
+    """LoRA adapters resident per engine: the current policy and the one before it."""
+
+
 class GeneratorConfig(ActorResources):
-    backend: Literal["hf"] = "hf"
-    """`hf`: transformers `generate`."""
+    backend: Literal["vllm", "hf"] = "vllm"
+    """`vllm`: vLLM engines (the CPU build on machines without a GPU). `hf`: transformers
+    `generate`, for environments where vLLM cannot be installed; slower, never a fallback."""
     engines: int = Field(1, ge=1)
-    """RolloutGenerator actors; prompts are spread across them."""
+    """Generator actors, each one engine on its own placement-group bundle."""
+    num_gpus: float = Field(0, ge=0)
+    """GPUs per engine; with vllm.tensor_parallel_size > 1 it must be at least that."""
+    num_threads: int = Field(1, ge=1)
+    """torch threads in an `hf` engine; vLLM's CPU build binds its own threads
+    (VLLM_CPU_OMP_THREADS_BIND)."""
     batch_size: int = Field(64, ge=1)
     """Prompts per generation call; judging starts as each batch finishes."""
     sampling: SamplingConfig = SamplingConfig(samples_per_prompt=8)
     """K = 8: more prompts whose answers differ, so more pairs per cycle."""
+    vllm: VLLMConfig = VLLMConfig()
+
+    @model_validator(mode="after")
+    def _gpus_cover_tensor_parallel(self) -> "GeneratorConfig":
+        tp = self.vllm.tensor_parallel_size
+        if tp > 1 and self.num_gpus < tp:
+            raise ValueError(
+                f"vllm.tensor_parallel_size {tp} shards each engine over {tp} GPUs: set generator.num_gpus "
+                f">= {tp} (got {self.num_gpus})"
+            )
+        return self
 
 
 class EvaluationConfig(_Section):
@@ -216,6 +258,10 @@ class Config(_Section):
             raise ValueError(
                 "learner.world_size > 1 needs the DeepSpeed ZeRO learner group, which is not built "
                 f"yet; use 1 (got {self.learner.world_size})"
+            )
+        if self.generator.backend == "vllm" and self.learner.lora.r not in VLLM_LORA_RANKS:
+            raise ValueError(
+                f"learner.lora.r must be a rank vLLM serves, one of {VLLM_LORA_RANKS} (got {self.learner.lora.r})"
             )
         names = [j.name for j in self.judges]
         if len(set(names)) != len(names):

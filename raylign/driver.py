@@ -26,7 +26,7 @@ from raylign.actors.learner import LearnerGroup
 from raylign.config import Config, SamplingConfig, dump_config
 from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, kto_weights
 from raylign.prompts import load_prompts, split
-from raylign.schemas import ROLLOUTS, PolicyVersion, TrainResult
+from raylign.schemas import BASE, ROLLOUTS, PolicyVersion, TrainResult
 from raylign.scoring import CycleMetrics, cycle_metrics
 
 
@@ -44,6 +44,11 @@ def resolve_model(cfg: Config, log: Callable[[str], None]) -> str:
 
         return str(ensure_embedded_model(log=log))
     return cfg.model.path
+
+
+def lora_rank(cfg: Config) -> int | None:
+    """The adapter rank engines must serve; None when the learner trains full weights."""
+    return cfg.learner.lora.r if cfg.learner.finetune == "lora" else None
 
 
 @contextlib.contextmanager
@@ -76,7 +81,8 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
         .remote(buffer_root)
     )
     return Roles(
-        generators=GeneratorGroup(model_path, cfg.model.dtype, cfg.generator),
+        generators=GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
+                                  cfg.ray.get_timeout_s),
         judges=JudgePool(cfg.judges[0]),
         learners=LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed),
         buffer=buffer,
@@ -106,7 +112,7 @@ class Driver:
         with ray_session(cfg):
             self.roles = place_roles(cfg, model_path, self.run_dir)
             self._write("prompts", 0, "all", prompts)
-            policy = PolicyVersion(0, None)
+            policy = BASE
             seconds: dict[str, float] = {}
             with stage_timer(seconds, "evaluate"):
                 metrics = self._evaluate(held_out, policy, cycle=0)
@@ -121,7 +127,7 @@ class Driver:
                     data, data_summary, weights = self._training_data(judgments, cycle)
                 with stage_timer(seconds, "train"):
                     result = self._train(data, cycle, policy, weights)
-                policy = result.policy
+                policy = self.roles.learners.publish(result.policy)
                 with stage_timer(seconds, "evaluate"):
                     metrics = self._evaluate(held_out, policy, cycle)
                 records.append(self._record(metrics, result, seconds, data_summary))
@@ -212,7 +218,7 @@ class Driver:
             "steps": result.steps,
             "mean_loss": result.mean_loss,
             "final_loss": result.final_loss,
-            "adapter": result.policy.adapter_path,
+            "adapter": result.policy.path,
         }
         record["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
         return record

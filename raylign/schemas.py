@@ -7,7 +7,7 @@ conversational preference and unpaired formats, so an exported buffer trains wit
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import pyarrow as pa
 
@@ -97,11 +97,24 @@ TABLES = {
 
 
 class PolicyVersion(NamedTuple):
-    """A policy the generators can load. Version 0 is the starting model."""
+    """A policy the generators can load. Version 0 (`BASE`) is the starting model."""
 
     version: int
-    adapter_path: str | None
-    """PEFT adapter folder (LoRA); None means the base weights as loaded."""
+    kind: Literal["base", "lora", "full"] = "base"
+    path: str | None = None
+    """The durable copy the learner wrote: a PEFT adapter folder (lora) or a model folder (full)."""
+    payload: tuple = ()
+    """The same policy in Ray's object store (raylign/weights.py), so engines on nodes without
+    the learner's filesystem can load it: lora, one ObjectRef to {file name: bytes}; full, one
+    ObjectRef per safetensors bucket. Empty means the engines read `path`."""
+
+    @property
+    def key(self) -> str:
+        """Identifies the policy's contents: a re-trained version gets a new key."""
+        return self.payload[0].hex() if self.payload else f"{self.kind}:{self.path}"
+
+
+BASE = PolicyVersion(0)
 
 
 class TrainResult(NamedTuple):

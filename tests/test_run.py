@@ -4,26 +4,12 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from raylign.cli import main
 from raylign.config import load_config
 from raylign.driver import Driver
-from raylign.embedded.model import ensure_embedded_model
 
 METRIC_KEYS = {"cycle", "safety_score", "safety_by_level", "harmful_refusal_rate", "erroneous_refusal_rate"}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def model_path():
-    return str(ensure_embedded_model())  # cached under $RAYLIGN_CACHE after the first build
 
 
 def buffer_rows(run_dir, table):

@@ -1,0 +1,177 @@
+"""Rollout engines for real: vLLM's CPU build (or CUDA build) and transformers, on the embedded model.
+
+One vLLM engine serves the whole module, so every policy swap below happens in a running
+engine; `ready()` proves it is the same process and the same engine object throughout.
+"""
+
+import shutil
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import ray
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from raylign.actors.generator import PROMPT_TOO_LONG, GeneratorGroup
+from raylign.actors.hf_engine import HFGenerator
+from raylign.config import GeneratorConfig, SamplingConfig, load_config
+from raylign.prompts import load_prompts, split
+from raylign.schemas import BASE, ROLLOUTS, PolicyVersion
+from raylign.weights import pack_folder, to_buckets
+
+GREEDY = SamplingConfig(samples_per_prompt=1, temperature=0.0, max_new_tokens=24)
+vllm = pytest.importorskip("vllm", reason="generator.backend vllm needs vLLM (README, Install)")
+
+
+@pytest.fixture(scope="module")
+def prompts() -> pa.Table:
+    return split(load_prompts(load_config().prompts), "test", 12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(model_path, tmp_path_factory) -> str:
+    """A LoRA adapter (rank 16, every linear layer) with small random weights: a policy that
+    differs from the base without being trained."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.mul_(0.3)
+    folder = tmp_path_factory.mktemp("adapter") / "v1"
+    peft.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tuned_dir(model_path, tmp_path_factory) -> str:
+    """Full weights that differ from the base: every matrix scaled and shifted a little."""
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.add_(0.2 * p.std() * torch.randn_like(p))
+    folder = tmp_path_factory.mktemp("tuned")
+    model.save_pretrained(folder)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(f"{model_path}/{f}", folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def group(local_ray, model_path) -> GeneratorGroup:
+    return GeneratorGroup(model_path, "float32", GeneratorConfig(batch_size=8), lora_rank=16, seed=0, timeout_s=300)
+
+
+def run(group, prompts, policy, sampling=GREEDY, seed=0) -> pa.Table:
+    return pa.concat_tables(ray.get(group.generate(prompts, policy, sampling, 1, "eval", seed), timeout=300))
+
+
+def answers(table: pa.Table) -> list[str]:
+    return table["answer"].to_pylist()
+
+
+def engine_identity(group):
+    return ray.get(group.engines[0].ready.remote(), timeout=60)
+
+
+def test_k_samples_per_prompt_come_back_as_rollouts(group, prompts):
+    k = 4
+    table = run(group, prompts, BASE, SamplingConfig(samples_per_prompt=k, temperature=1.0, max_new_tokens=48))
+    assert table.schema == ROLLOUTS
+    assert table.num_rows == prompts.num_rows * k
+    assert table["prompt_id"].to_pylist() == [p for p in prompts["id"].to_pylist() for _ in range(k)]
+    assert table["sample_index"].to_pylist() == list(range(k)) * prompts.num_rows
+    assert set(table["finish_reason"].to_pylist()) <= {"stop", "length"}
+    assert pc.min(table["num_tokens"]).as_py() > 0
+    assert set(table["policy_version"].to_pylist()) == {0}
+    assert all(answers(table))
+    # Sampled, not copied: most prompts get more than one distinct answer among their K.
+    distinct = [len(set(answers(table)[i * k:(i + 1) * k])) for i in range(prompts.num_rows)]
+    assert sum(d > 1 for d in distinct) >= prompts.num_rows // 2
+    # The sampler is seeded per call: the same seed gives the same answers.
+    again = run(group, prompts, BASE, SamplingConfig(samples_per_prompt=k, temperature=1.0, max_new_tokens=48))
+    assert answers(again) == answers(table)
+
+
+def test_lora_adapter_swaps_in_and_out_of_a_running_engine(group, prompts, adapter_dir, model_path):
+    before = engine_identity(group)
+    base = answers(run(group, prompts, BASE))
+    # The adapter travels through the object store only: its folder is gone before it is loaded.
+    files = pack_folder(adapter_dir)
+    policy = PolicyVersion(1, "lora", "/nonexistent/adapter", payload=(ray.put(files),))
+    tuned = run(group, prompts, policy)
+    assert set(tuned["policy_version"].to_pylist()) == {1}
+    changed = sum(a != b for a, b in zip(base, answers(tuned)))
+    assert changed >= prompts.num_rows // 2
+    assert answers(run(group, prompts, BASE)) == base  # swapping back restores the base answers
+    assert answers(run(group, prompts, policy)) == answers(tuned)
+    assert engine_identity(group) == before  # no restart, no new engine
+
+    # The same adapter in transformers + PEFT gives the same greedy answers.
+    hf = HFGenerator(model_path, "float32", GeneratorConfig(), lora_rank=16, seed=0)
+    hf_tuned = hf.generate(prompts, policy, GREEDY, 1, "eval", seed=0)
+    assert answers(hf_tuned) == answers(tuned)
+
+
+def test_full_weight_update_equals_a_fresh_engine_with_those_weights(group, prompts, tuned_dir, model_path):
+    before = engine_identity(group)
+    base = answers(run(group, prompts, BASE))
+    model = AutoModelForCausalLM.from_pretrained(tuned_dir)
+    # Small buckets, so the update really arrives in several pieces.
+    buckets = [ray.put(b) for b in to_buckets(model.state_dict().items(), bucket_bytes=256 << 10)]
+    assert len(buckets) > 3
+    policy = PolicyVersion(1, "full", None, payload=tuple(buckets))
+    updated = answers(run(group, prompts, policy))
+    assert engine_identity(group) == before
+
+    fresh = GeneratorGroup(tuned_dir, "float32", GeneratorConfig(batch_size=8), lora_rank=16, seed=0, timeout_s=300)
+    try:
+        from_disk = answers(run(fresh, prompts, BASE))
+    finally:
+        for engine in fresh.engines:
+            ray.kill(engine)
+        ray.util.remove_placement_group(fresh.placement)
+    assert updated == from_disk
+    assert sum(a != b for a, b in zip(base, updated)) >= prompts.num_rows // 2
+    # Back to version 0: the engine reloads the starting weights.
+    assert answers(run(group, prompts, BASE)) == base
+
+
+def with_a_long_prompt(prompts: pa.Table) -> pa.Table:
+    long_row = prompts.slice(0, 1).to_pylist()[0] | {"id": "long", "prompt": "pain " * 400}  # > 256 tokens
+    return pa.concat_tables([prompts.slice(0, 2), pa.Table.from_pylist([long_row], schema=prompts.schema)])
+
+
+def assert_long_prompt_recorded(table: pa.Table) -> None:
+    assert table.num_rows == 6
+    rows = table.filter(pc.equal(table["prompt_id"], "long")).to_pylist()
+    assert [(r["finish_reason"], r["answer"], r["num_tokens"]) for r in rows] == [(PROMPT_TOO_LONG, "", 0)] * 2
+    assert all(answers(table.filter(pc.not_equal(table["prompt_id"], "long"))))
+
+
+def test_a_prompt_longer_than_the_context_is_recorded_and_the_batch_goes_on(group, prompts):
+    sampling = SamplingConfig(samples_per_prompt=2, max_new_tokens=16)
+    assert_long_prompt_recorded(run(group, with_a_long_prompt(prompts), BASE, sampling))
+
+
+def test_hf_backend_keeps_the_same_contract(model_path, prompts, local_ray):
+    hf = HFGenerator(model_path, "float32", GeneratorConfig(), lora_rank=None, seed=0)
+    sampling = SamplingConfig(samples_per_prompt=2, max_new_tokens=16)
+    table = hf.generate(with_a_long_prompt(prompts), BASE, sampling, 1, "train", seed=0)
+    assert table.schema == ROLLOUTS
+    assert_long_prompt_recorded(table)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_engine_swaps_lora_like_the_cpu_build(local_ray, model_path, prompts, adapter_dir):
+    cfg = GeneratorConfig(num_gpus=1, batch_size=8, vllm={"enforce_eager": False, "kv_cache_memory_mb": 1024})
+    gpu = GeneratorGroup(model_path, "float32", cfg, lora_rank=16, seed=0, timeout_s=600)
+    base = answers(run(gpu, prompts, BASE))
+    policy = PolicyVersion(1, "lora", adapter_dir)
+    assert answers(run(gpu, prompts, policy)) != base
+    assert answers(run(gpu, prompts, BASE)) == base
