@@ -133,6 +133,13 @@ class GeneratorGroup:
         # Engines that cannot start (vLLM missing, model not found) fail here, with their error.
         self.info = ray.get([e.ready.remote() for e in self.engines], timeout=timeout_s)
 
+    def shutdown(self) -> None:
+        """Stop the engines cleanly, then free their placement group."""
+        ray.wait([e.shutdown.remote() for e in self.engines], num_returns=len(self.engines), timeout=60)
+        for engine in self.engines:
+            ray.kill(engine)
+        remove_placement_group(self.placement)
+
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
                  stage: str, seed: int) -> list[ray.ObjectRef]:
         refs = []

@@ -45,6 +45,9 @@ class HFGenerator:
     def ready(self) -> dict:
         return {"pid": os.getpid(), "engine": id(self.base), "backend": "hf", "max_model_len": self.max_model_len}
 
+    def shutdown(self) -> None:
+        """Nothing to stop: the model goes with the actor."""
+
     def load_policy(self, policy: PolicyVersion) -> int:
         if policy == self.policy:
             return policy.version

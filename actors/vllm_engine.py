@@ -122,6 +122,11 @@ class VLLMGenerator:
         """Identifies this engine: tests check it stays the same across policy swaps."""
         return {"pid": os.getpid(), "engine": id(self.llm), "backend": "vllm", "max_model_len": self.max_model_len}
 
+    def shutdown(self) -> None:
+        # A multiprocess engine core left running when the actor is killed leaks its shared
+        # memory (CPU-NOTES); the in-process one has nothing to leak.
+        self.llm.llm_engine.engine_core.shutdown()
+
     def load_policy(self, policy: PolicyVersion) -> int:
         """Make `policy` the one that answers, in the running engine; returns its version."""
         if policy == self.policy:

@@ -70,6 +70,19 @@ def ray_session(cfg: Config):
             ray.shutdown()
 
 
+@contextlib.contextmanager
+def placed_roles(cfg: Config, model_path: str, run_dir: Path):
+    """The run's actors; released on the way out, placement groups included, so that a second
+    run in the same Ray session (tests, notebooks) finds its CPUs and GPUs free."""
+    roles = place_roles(cfg, model_path, run_dir)
+    try:
+        yield roles
+    finally:
+        roles.generators.shutdown()
+        for actor in [*roles.judges.replicas, *roles.learners.ranks, roles.buffer]:
+            ray.kill(actor)
+
+
 def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
     buffer_root = cfg.buffer.root or str(run_dir / "buffer")
     buffer = (
@@ -109,8 +122,7 @@ class Driver:
         prompts = load_prompts(cfg.prompts)
         held_out = split(prompts, cfg.prompts.eval_split, cfg.prompts.max_eval_prompts, cfg.seed)
         model_path = resolve_model(cfg, self.log)
-        with ray_session(cfg):
-            self.roles = place_roles(cfg, model_path, self.run_dir)
+        with ray_session(cfg), placed_roles(cfg, model_path, self.run_dir) as self.roles:
             self._write("prompts", 0, "all", prompts)
             policy = BASE
             seconds: dict[str, float] = {}

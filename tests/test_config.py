@@ -64,6 +64,11 @@ def test_cross_field_checks():
         load_config(overrides=["generator.sampling.samples_per_prompt=1"])
     with pytest.raises(ConfigError, match="world_size > 1"):
         load_config(overrides=["learner.world_size=2"])
+    with pytest.raises(ConfigError, match=r"^config generator: .*tensor_parallel_size 2 .* generator.num_gpus >= 2 \(got 1.0\)$"):
+        load_config(overrides=["generator.vllm.tensor_parallel_size=2", "generator.num_gpus=1"])
+    with pytest.raises(ConfigError, match=r"learner.lora.r must be a rank vLLM serves, .* \(got 12\)"):
+        load_config(overrides=["learner.lora.r=12"])
+    assert load_config(overrides=["learner.lora.r=12", "generator.backend=hf"]).learner.lora.r == 12
 
 
 def test_missing_and_malformed_files(tmp_path):

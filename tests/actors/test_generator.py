@@ -63,8 +63,10 @@ def tuned_dir(model_path, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def group(local_ray, model_path) -> GeneratorGroup:
-    return GeneratorGroup(model_path, "float32", GeneratorConfig(batch_size=8), lora_rank=16, seed=0, timeout_s=300)
+def group(local_ray, model_path):
+    group = GeneratorGroup(model_path, "float32", GeneratorConfig(batch_size=8), lora_rank=16, seed=0, timeout_s=300)
+    yield group
+    group.shutdown()
 
 
 def run(group, prompts, policy, sampling=GREEDY, seed=0) -> pa.Table:
@@ -133,9 +135,7 @@ def test_full_weight_update_equals_a_fresh_engine_with_those_weights(group, prom
     try:
         from_disk = answers(run(fresh, prompts, BASE))
     finally:
-        for engine in fresh.engines:
-            ray.kill(engine)
-        ray.util.remove_placement_group(fresh.placement)
+        fresh.shutdown()
     assert updated == from_disk
     assert sum(a != b for a, b in zip(base, updated)) >= prompts.num_rows // 2
     # Back to version 0: the engine reloads the starting weights.
@@ -171,7 +171,10 @@ def test_hf_backend_keeps_the_same_contract(model_path, prompts, local_ray):
 def test_cuda_engine_swaps_lora_like_the_cpu_build(local_ray, model_path, prompts, adapter_dir):
     cfg = GeneratorConfig(num_gpus=1, batch_size=8, vllm={"enforce_eager": False, "kv_cache_memory_mb": 1024})
     gpu = GeneratorGroup(model_path, "float32", cfg, lora_rank=16, seed=0, timeout_s=600)
-    base = answers(run(gpu, prompts, BASE))
-    policy = PolicyVersion(1, "lora", adapter_dir)
-    assert answers(run(gpu, prompts, policy)) != base
-    assert answers(run(gpu, prompts, BASE)) == base
+    try:
+        base = answers(run(gpu, prompts, BASE))
+        policy = PolicyVersion(1, "lora", adapter_dir)
+        assert answers(run(gpu, prompts, policy)) != base
+        assert answers(run(gpu, prompts, BASE)) == base
+    finally:
+        gpu.shutdown()

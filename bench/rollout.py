@@ -1,0 +1,214 @@
+"""Rollout throughput and policy-swap cost, measured side by side in one run.
+
+    python bench/rollout.py [--reps 3] [--set generator.sampling.max_new_tokens=64 ...]
+
+Same model, prompts and sampling for every contender (the embedded default unless --set says
+otherwise: the train split, K answers each). Each contender runs in its own Ray actor with
+one CPU thread, one at a time, alternating, and the median of --reps runs is kept:
+
+- raylign: `GeneratorGroup.generate` as the driver calls it (batches, Arrow tables, Ray),
+  timed from the driver;
+- vllm: a bare `LLM.generate` over all prompts at once, on an engine started with raylign's
+  settings (LoRA enabled, since raylign's engines serve adapters), timed inside its actor;
+- hf: transformers `generate`, batch by batch, timed inside its actor.
+
+Each is measured on the base weights and with a LoRA adapter active (`_lora`).
+
+Then the time to make a new LoRA adapter active in the running engine (through the object
+store, up to its first answer) against starting a fresh engine with it, and the same for a
+full-weight update. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import ray
+import torch
+
+from raylign.actors.generator import GeneratorGroup, vllm_env
+from raylign.actors.vllm_engine import VLLMGenerator
+from raylign.config import Config, SamplingConfig, load_config
+from raylign.driver import lora_rank, resolve_model
+from raylign.prompts import load_prompts, split
+from raylign.schemas import BASE, PolicyVersion, user_turn
+from raylign.weights import pack_folder, to_buckets
+
+
+# Bench actors take a sliver of CPU: they run one at a time, next to raylign's engine.
+@ray.remote(num_cpus=0.1)
+class BareVLLM:
+    """The engine raylign starts (same settings, LoRA enabled), driven directly."""
+
+    def __init__(self, model_path: str, cfg: Config, adapter: str):
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        v = cfg.generator.vllm
+        self.llm = LLM(model=model_path, dtype=cfg.model.dtype, seed=cfg.seed, enforce_eager=v.enforce_eager,
+                       kv_cache_memory_bytes=v.kv_cache_memory_mb << 20, max_model_len=v.max_model_len,
+                       enable_lora=True, max_lora_rank=lora_rank(cfg), max_loras=v.max_loras)
+        self.adapter = LoRARequest("bench", 1, adapter)
+
+    def run(self, prompts: list[str], sampling: SamplingConfig, with_adapter: bool) -> tuple[int, float]:
+        from vllm import SamplingParams, TokensPrompt
+
+        tokenizer = self.llm.get_tokenizer()
+        ids = [tokenizer.apply_chat_template(user_turn(p), add_generation_prompt=True, return_dict=False) for p in prompts]
+        params = SamplingParams(n=sampling.samples_per_prompt, temperature=sampling.temperature,
+                                top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
+        t0 = time.perf_counter()
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=False,
+                                lora_request=self.adapter if with_adapter else None)
+        seconds = time.perf_counter() - t0
+        return sum(len(c.token_ids) for o in out for c in o.outputs), seconds
+
+
+@ray.remote(num_cpus=0.1)
+class BareHF:
+    def __init__(self, model_path: str, cfg: Config, adapter: str | None):
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(1)  # as many threads as vLLM's CPU build binds here
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, cfg.model.dtype)).eval()
+        if adapter is not None:
+            self.model = PeftModel.from_pretrained(self.model, adapter).eval()
+        self.batch_size = cfg.generator.batch_size
+
+    @torch.no_grad()
+    def run(self, prompts: list[str], sampling: SamplingConfig) -> tuple[int, float]:
+        texts = [self.tokenizer.apply_chat_template(user_turn(p), add_generation_prompt=True, tokenize=False)
+                 for p in prompts]
+        eos, tokens = self.tokenizer.eos_token_id, 0
+        t0 = time.perf_counter()
+        for start in range(0, len(texts), self.batch_size):
+            inputs = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                    add_special_tokens=False)
+            out = self.model.generate(**inputs, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                                      top_k=None, max_new_tokens=sampling.max_new_tokens,
+                                      num_return_sequences=sampling.samples_per_prompt,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
+            for seq in out[:, inputs["input_ids"].shape[1]:]:
+                ended = (seq == eos).nonzero()
+                tokens += int(ended[0]) + 1 if len(ended) else len(seq)
+        return tokens, time.perf_counter() - t0
+
+
+def raylign_run(group: GeneratorGroup, prompts, policy: PolicyVersion, sampling: SamplingConfig) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    tables = ray.get(group.generate(prompts, policy, sampling, 1, "train", seed=0))
+    seconds = time.perf_counter() - t0
+    return sum(t["num_tokens"].to_numpy().sum() for t in tables), seconds
+
+
+def random_adapter(model_path: str, rank: int, folder: str) -> str:
+    """An untrained LoRA adapter with nonzero weights: it costs what a trained one costs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_path)
+    get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
+                                    init_lora_weights=False)).save_pretrained(folder)
+    return folder
+
+
+def median_throughput(runs: list[tuple[int, float]]) -> float:
+    return statistics.median(tokens / seconds for tokens, seconds in runs)
+
+
+def time_to_first_answer(engine, policy: PolicyVersion, probe, sampling: SamplingConfig) -> float:
+    t0 = time.perf_counter()
+    ray.get(engine.load_policy.remote(policy))
+    ray.get(engine.generate.remote(probe, policy, sampling, 1, "eval", 0))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    cfg = load_config(overrides=args.set)
+    model_path = resolve_model(cfg, print)
+    prompts = split(load_prompts(cfg.prompts), cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed)
+    texts = prompts["prompt"].to_pylist()
+    sampling = cfg.generator.sampling
+    adapter = random_adapter(model_path, cfg.learner.lora.r, tempfile.mkdtemp(prefix="bench-adapter-"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": vllm_env(cfg.generator)})
+    print(f"model {model_path}\n{len(texts)} prompts x {sampling.samples_per_prompt} samples, "
+          f"max {sampling.max_new_tokens} tokens, {args.reps} reps (median)")
+
+    group = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed, 600)
+    lora = PolicyVersion(1, "lora", adapter, payload=(ray.put(pack_folder(adapter)),))
+    bare_vllm = BareVLLM.remote(model_path, cfg, adapter)
+    hf = BareHF.remote(model_path, cfg, None)
+    hf_lora = BareHF.remote(model_path, cfg, adapter)
+    contenders = {
+        "raylign": lambda: raylign_run(group, prompts, BASE, sampling),
+        "vllm": lambda: ray.get(bare_vllm.run.remote(texts, sampling, False)),
+        "hf": lambda: ray.get(hf.run.remote(texts, sampling)),
+        "raylign_lora": lambda: raylign_run(group, prompts, lora, sampling),
+        "vllm_lora": lambda: ray.get(bare_vllm.run.remote(texts, sampling, True)),
+        "hf_lora": lambda: ray.get(hf_lora.run.remote(texts, sampling)),
+    }
+    for run in contenders.values():  # warm-up: first calls pay one-off costs
+        run()
+    runs: dict[str, list] = {name: [] for name in contenders}
+    for _ in range(args.reps):
+        for name, run in contenders.items():
+            runs[name].append(run())
+    tps = {name: median_throughput(r) for name, r in runs.items()}
+    for name, value in tps.items():
+        print(f"  {name:13s} {value:9.0f} tokens/s")
+
+    for actor in (bare_vllm, hf, hf_lora):
+        ray.kill(actor)
+    probe = prompts.slice(0, 1)
+    one_token = SamplingConfig(samples_per_prompt=1, temperature=0.0, max_new_tokens=1)
+    engine = group.engines[0]
+    swaps, restarts, full_updates = [], [], []
+    model = None
+    for i in range(args.reps):
+        fresh_adapter = PolicyVersion(10 + i, "lora", adapter, payload=(ray.put(pack_folder(adapter)),))
+        swaps.append(time_to_first_answer(engine, fresh_adapter, probe, one_token))
+        t0 = time.perf_counter()
+        restarted = ray.remote(VLLMGenerator).options(
+            num_cpus=cfg.generator.num_cpus, runtime_env={"env_vars": vllm_env(cfg.generator)}
+        ).remote(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed)
+        ray.get(restarted.ready.remote())
+        restarts.append(time.perf_counter() - t0 + time_to_first_answer(restarted, fresh_adapter, probe, one_token))
+        ray.kill(restarted)
+        if model is None:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(model_path)
+        buckets = tuple(ray.put(b) for b in to_buckets(model.state_dict().items(), 64 << 20))
+        full_updates.append(time_to_first_answer(engine, PolicyVersion(100 + i, "full", None, buckets), probe, one_token))
+    swap, restart, full = (statistics.median(x) for x in (swaps, restarts, full_updates))
+    print(f"  new LoRA adapter active in the running engine: {swap * 1000:.0f} ms; fresh engine with it: "
+          f"{restart:.1f} s; full-weight update ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          f"parameters): {full * 1000:.0f} ms")
+
+    result = {
+        "raylign_over_vllm": round(tps["raylign"] / tps["vllm"], 3),
+        "vllm_over_hf": round(tps["vllm"] / tps["hf"], 3),
+        "swap_over_restart": round(swap / restart, 4),
+        "raylign_over_vllm_lora_active": round(tps["raylign_lora"] / tps["vllm_lora"], 3),
+        "vllm_over_hf_lora_active": round(tps["vllm_lora"] / tps["hf_lora"], 3),
+        "full_update_over_restart": round(full / restart, 4),
+        "tokens_per_s": {k: round(v) for k, v in tps.items()},
+    }
+    ray.shutdown()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
