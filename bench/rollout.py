@@ -138,12 +138,11 @@ def main() -> None:
     cfg = load_config(overrides=args.set)
     model_path = resolve_model(cfg, print)
     prompts = split(load_prompts(cfg.prompts), cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed)
-    texts = prompts["prompt"].to_pylist()
     sampling = cfg.generator.sampling
     adapter = random_adapter(model_path, cfg.learner.lora.r, tempfile.mkdtemp(prefix="bench-adapter-"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": vllm_env(cfg.generator)})
-    print(f"model {model_path}\n{len(texts)} prompts x {sampling.samples_per_prompt} samples, "
+    print(f"model {model_path}\n{prompts.num_rows} prompts x {sampling.samples_per_prompt} samples, "
           f"max {sampling.max_new_tokens} tokens, {args.reps} reps (median)")
 
     group = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed, 600)
@@ -152,19 +151,19 @@ def main() -> None:
     hf = BareHF.remote(model_path, cfg, None)
     hf_lora = BareHF.remote(model_path, cfg, adapter)
     contenders = {
-        "raylign": lambda: raylign_run(group, prompts, BASE, sampling),
-        "vllm": lambda: ray.get(bare_vllm.run.remote(texts, sampling, False)),
-        "hf": lambda: ray.get(hf.run.remote(texts, sampling)),
-        "raylign_lora": lambda: raylign_run(group, prompts, lora, sampling),
-        "vllm_lora": lambda: ray.get(bare_vllm.run.remote(texts, sampling, True)),
-        "hf_lora": lambda: ray.get(hf_lora.run.remote(texts, sampling)),
+        "raylign": lambda rows: raylign_run(group, rows, BASE, sampling),
+        "vllm": lambda rows: ray.get(bare_vllm.run.remote(rows["prompt"].to_pylist(), sampling, False)),
+        "hf": lambda rows: ray.get(hf.run.remote(rows["prompt"].to_pylist(), sampling)),
+        "raylign_lora": lambda rows: raylign_run(group, rows, lora, sampling),
+        "vllm_lora": lambda rows: ray.get(bare_vllm.run.remote(rows["prompt"].to_pylist(), sampling, True)),
+        "hf_lora": lambda rows: ray.get(hf_lora.run.remote(rows["prompt"].to_pylist(), sampling)),
     }
-    for run in contenders.values():  # warm-up: first calls pay one-off costs
-        run()
+    for run in contenders.values():  # warm-up: first calls pay one-off costs (adapter loads, allocations)
+        run(prompts.slice(0, 16))
     runs: dict[str, list] = {name: [] for name in contenders}
     for _ in range(args.reps):
         for name, run in contenders.items():
-            runs[name].append(run())
+            runs[name].append(run(prompts))
     tps = {name: median_throughput(r) for name, r in runs.items()}
     for name, value in tps.items():
         print(f"  {name:13s} {value:9.0f} tokens/s")
