@@ -94,6 +94,7 @@ class AdapterCache:
 
 
 def engine_class(backend: str):
+    # Imported here: the engine modules import this one.
     if backend == "vllm":
         from raylign.actors.vllm_engine import VLLMGenerator
 

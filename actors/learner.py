@@ -30,8 +30,8 @@ from raylign.config import LearnerConfig
 from raylign.losses import dpo_loss, kl_estimate, kto_loss
 from raylign.pairs import KTOWeights
 from raylign.schemas import PolicyVersion, TrainResult
-from raylign.weights import pack_folder
 from raylign.sequences import Batch, Encoded, collate, device_for, encode, sequence_logps
+from raylign.weights import pack_folder
 
 
 class Learner:

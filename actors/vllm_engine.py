@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import OrderedDict
 
 import pyarrow as pa
 import ray
@@ -112,7 +111,7 @@ class VLLMGenerator:
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.tokenizer = self.llm.get_tokenizer()
         self.adapters = AdapterCache(keep=v.max_loras)
-        self.lora_requests: OrderedDict[str, object] = OrderedDict()  # policy key -> LoRARequest
+        self.lora_requests: dict[str, object] = {}  # policy key -> LoRARequest, as AdapterCache keeps them
         self.lora_ids = itertools.count(1)
         self.weights_key = BASE.key  # whose full weights the engine holds
         self.policy = BASE
@@ -143,14 +142,13 @@ class VLLMGenerator:
     def _lora_request(self, policy: PolicyVersion):
         from vllm.lora.request import LoRARequest
 
+        folder, evicted = self.adapters.folder(policy)
+        for key in evicted:
+            self.llm.llm_engine.remove_lora(self.lora_requests.pop(key).lora_int_id)
         if policy.key not in self.lora_requests:
-            folder, evicted = self.adapters.folder(policy)
-            for key in evicted:
-                self.llm.llm_engine.remove_lora(self.lora_requests.pop(key).lora_int_id)
             request = LoRARequest(f"policy-v{policy.version}", next(self.lora_ids), folder)
             self.llm.llm_engine.add_lora(request)  # load now, not inside the first batch
             self.lora_requests[policy.key] = request
-        self.lora_requests.move_to_end(policy.key)
         return self.lora_requests[policy.key]
 
     def _load_full_weights(self, policy: PolicyVersion) -> None:

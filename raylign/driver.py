@@ -93,13 +93,12 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
         )
         .remote(buffer_root)
     )
-    return Roles(
-        generators=GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
-                                  cfg.ray.get_timeout_s),
-        judges=JudgePool(cfg.judges[0]),
-        learners=LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed),
-        buffer=buffer,
-    )
+    # Learners and judges load while the generator group waits for its engines to be ready.
+    learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed)
+    judges = JudgePool(cfg.judges[0])
+    generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
+                                cfg.ray.get_timeout_s)
+    return Roles(generators=generators, judges=judges, learners=learners, buffer=buffer)
 
 
 @contextlib.contextmanager

