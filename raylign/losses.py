@@ -4,6 +4,7 @@ Inputs are summed log-probabilities of whole completions under the policy and th
 one value per example, so the losses are testable without a model, Ray or a trainer.
 - `dpo_loss`: sigmoid (DPO), ipo, hinge, robust (conservative DPO with label noise).
 - `kto_loss`: KTO with desirable/undesirable weights and a batch KL estimate.
+- `modpo_loss`: MODPO, DPO on one objective with the other objectives' reward margins.
 """
 
 from __future__ import annotations
@@ -70,3 +71,31 @@ def kto_loss(
 def kl_estimate(policy_mismatched_logps: torch.Tensor, ref_mismatched_logps: torch.Tensor) -> torch.Tensor:
     """KTO's KL baseline: the mean log-ratio over completions paired with other prompts."""
     return (policy_mismatched_logps - ref_mismatched_logps).mean()
+
+
+def modpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    weight: float,
+    margin: torch.Tensor,
+) -> torch.Tensor:
+    """Per-example MODPO losses: -log σ((β/w_k)(Δ_w − Δ_l) − margin / w_k).
+
+    Δ are policy-minus-reference log-ratios of the chosen (w) and rejected (l) answers, w_k the
+    weight of the objective the preferences express, and `margin` = Σ_{j≠k} w_j (r_j(x, y_w) −
+    r_j(x, y_l)), the other objectives' weighted score differences (`modpo_margin`)."""
+    logits = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -F.logsigmoid((beta / weight) * logits - margin / weight)
+
+
+def modpo_margin(chosen_scores: dict[str, torch.Tensor], rejected_scores: dict[str, torch.Tensor],
+                 weights: dict[str, float], objective: str) -> torch.Tensor:
+    """Σ_{j≠k} w_j (r_j(x, y_w) − r_j(x, y_l)) over the objectives other than `objective` (k)."""
+    others = [j for j in weights if j != objective]
+    margin = torch.zeros_like(chosen_scores[objective])
+    for j in others:
+        margin = margin + weights[j] * (chosen_scores[j] - rejected_scores[j])
+    return margin

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from raylign.losses import dpo_loss, kl_estimate, kto_loss
+from raylign.losses import dpo_loss, kl_estimate, kto_loss, modpo_loss, modpo_margin
 
 PC, PR = torch.tensor([-10.0, -12.0]), torch.tensor([-11.0, -9.0])
 RC, RR = torch.tensor([-10.5, -11.0]), torch.tensor([-10.5, -10.0])
@@ -57,3 +57,24 @@ def test_kto_kl_is_a_clamped_baseline_without_gradient():
     loss.sum().backward()
     assert kl.grad is None and policy.grad is not None
     assert loss.item() == 0.5  # kl clamped to 0, log ratio 0
+
+
+def test_modpo_is_its_formula_evaluated_directly():
+    beta, weights = 0.3, {"safety": 0.6, "helpfulness": 0.3, "brevity": 0.1}
+    chosen = {"safety": torch.tensor([1.0, 0.5]), "helpfulness": torch.tensor([0.0, 1.0]), "brevity": torch.tensor([0.2, 0.9])}
+    rejected = {"safety": torch.tensor([0.0, 0.0]), "helpfulness": torch.tensor([1.0, 0.5]), "brevity": torch.tensor([0.4, 0.1])}
+    margin = modpo_margin(chosen, rejected, weights, objective="safety")
+    got = modpo_loss(PC, PR, RC, RR, beta, weights["safety"], margin)
+    for i in range(2):
+        delta = (PC[i] - RC[i]).item() - (PR[i] - RR[i]).item()
+        m = 0.3 * (chosen["helpfulness"][i] - rejected["helpfulness"][i]).item() \
+            + 0.1 * (chosen["brevity"][i] - rejected["brevity"][i]).item()
+        expected = -math.log(sigmoid((beta / 0.6) * delta - m / 0.6))
+        assert abs(got[i].item() - expected) < 1e-6
+
+
+def test_modpo_with_no_other_objective_is_dpo_with_beta_over_weight():
+    only = {"safety": torch.tensor([1.0, 0.0])}
+    margin = modpo_margin(only, {"safety": torch.tensor([0.0, 0.0])}, {"safety": 1.0}, "safety")
+    assert torch.equal(margin, torch.zeros(2))
+    assert torch.allclose(modpo_loss(PC, PR, RC, RR, 0.2, 1.0, margin), dpo_loss(PC, PR, RC, RR, 0.2))
