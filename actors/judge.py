@@ -17,7 +17,7 @@ from ray.util import ActorPool
 from raylign.config import JudgeConfig
 from raylign.rules import RulesJudge
 from raylign.schemas import JUDGMENTS
-from raylign.scoring import safety_score
+from raylign.scoring import objective_scores
 
 
 class Judge:
@@ -32,11 +32,13 @@ class Judge:
         for row in rows:
             t0 = time.perf_counter()
             verdict = self.rules.label(row["answer"], row["finish_reason"])
+            scores = objective_scores(verdict.label, row["harmful_level"])
             row.update(
                 judge=self.cfg.name,
                 label=verdict.label,
                 verdict=verdict.reason,
-                safety_score=safety_score(verdict.label, row["harmful_level"]),
+                safety_score=scores["safety"],
+                scores=scores,
                 latency_s=time.perf_counter() - t0,
             )
         return pa.Table.from_pylist(rows, schema=JUDGMENTS)

@@ -1,25 +1,34 @@
-"""Learner: trains the policy on a cycle's pairs (DPO) or examples (KTO) with LoRA.
+"""Learner: a DeepSpeed ZeRO group of Ray actors that trains the policy each cycle.
 
-Supports: DPO (sigmoid, ipo, hinge, robust) plus an optional SFT term on the chosen answer;
-KTO with class weights and a KL baseline; the reference policy as the initial model (LoRA
-adapter disabled: no second copy of the weights) or the previous cycle's policy, its
-log-probabilities computed once per cycle before training. The model stays loaded across
-cycles; each cycle ends by writing a PEFT adapter folder, which is the new policy version.
+`LearnerGroup` places `world_size` ranks with a placement group (one bundle each); rank 0
+publishes its address and a free port, every rank joins one torch.distributed group (gloo on
+CPU, NCCL on GPU) with a timeout, and DeepSpeed (ZeRO stage by config) wraps the model with a
+torch optimizer. The model stays loaded across cycles.
 
-`LearnerGroup` places the ranks and fans calls out. This learner is one rank on one device;
-the DeepSpeed ZeRO group slots in behind the same `LearnerGroup.train`.
+Per cycle: DPO (sigmoid, ipo, hinge, robust) plus an optional SFT term on the chosen answer,
+or KTO with class weights and a KL baseline from mismatched pairs; the reference policy is the
+initial model (LoRA adapter disabled: no second copy of the weights) or the previous cycle's
+policy, its log-probabilities computed once per cycle, each rank its share. Rank 0 gathers the
+adapter weights and writes a PEFT adapter folder: the new policy version.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
 import random
+import socket
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model, set_peft_model_state_dict
@@ -27,34 +36,100 @@ from peft.utils import load_peft_weights
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raylign.config import LearnerConfig
-from raylign.losses import dpo_loss, kl_estimate, kto_loss
+from raylign.losses import dpo_loss, kto_loss, modpo_loss, modpo_margin
 from raylign.pairs import KTOWeights
 from raylign.schemas import PolicyVersion, TrainResult
 from raylign.sequences import Batch, Encoded, collate, device_for, encode, sequence_logps
 from raylign.weights import pack_folder
 
+SHM_COMM_OP = "deepspeed_shm_comm"
+
 
 class Learner:
-    """One training rank. Plain class; `LearnerGroup` runs it as a Ray actor."""
+    """One rank of the DeepSpeed group. Plain class; `LearnerGroup` runs it as a Ray actor.
 
-    def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, seed: int):
+    Every rank holds the same seeded model before DeepSpeed partitions it, walks the same
+    seeded batches, and trains on its own slice of each batch (`_shard`); per-example losses
+    are summed and scaled so that DeepSpeed's gradient average over ranks is the mean over the
+    whole batch, as one rank would compute it."""
+
+    def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, seed: int, rank: int):
         torch.set_num_threads(cfg.num_threads)
-        torch.manual_seed(seed)
-        self.cfg, self.seed = cfg, seed
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.cfg, self.seed, self.rank, self.world = cfg, seed, rank, cfg.world_size
+        self.model_path, self.dtype = model_path, getattr(torch, dtype)
         self.device = device_for(cfg.num_gpus)
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
-        lora = PeftLoraConfig(
-            r=cfg.lora.r,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        self.model = get_peft_model(base, lora)
         self.version = 0
         self._lock = threading.Lock()
         self._steps_done, self._steps_total = 0, 0
+
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 listens for the group: this node's address and a free port."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def setup(self, master_addr: str, master_port: int) -> dict:
+        """Join the process group, build the model and the DeepSpeed engine; every rank at once."""
+        import deepspeed
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world), LOCAL_RANK="0")
+        if self.device.type == "cpu":
+            # DeepSpeed JIT-compiles a shared-memory allreduce for CPU at the first
+            # init_distributed (~90 s on 2 cores); gloo's allreduce does the same job.
+            deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo",
+                                   timeout=timedelta(seconds=self.cfg.init_timeout_s), auto_mpi_discovery=False)
+        torch.manual_seed(self.seed)  # the same initial adapter on every rank
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+        lora = PeftLoraConfig(
+            r=self.cfg.lora.r,
+            lora_alpha=self.cfg.lora.alpha,
+            lora_dropout=self.cfg.lora.dropout,
+            target_modules=self.cfg.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(base, lora)
+        params = [p for p in model.parameters() if p.requires_grad]
+        # A torch optimizer: DeepSpeed's own compile C++ ops on CPU (CPU-NOTES).
+        optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, model_parameters=params, config=self._ds_config()
+        )
+        self.model = self.engine.module
+        return {"rank": self.rank, "world_size": torch.distributed.get_world_size(),
+                "backend": torch.distributed.get_backend()}
+
+    def _ds_config(self) -> dict:
+        return {
+            "train_micro_batch_size_per_gpu": max(1, self.cfg.batch_size // self.world),
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": 1.0,
+            "zero_optimization": {"stage": self.cfg.zero_stage},
+            "bf16": {"enabled": self.dtype == torch.bfloat16},
+            "fp16": {"enabled": self.dtype == torch.float16},
+            "steps_per_print": 1 << 30,
+        }
+
+    def shutdown(self) -> None:
+        """Drop the engine and collect garbage; the process group is left for the actor's end,
+        since destroying a gloo group in a live process can hang (CPU-NOTES)."""
+        self.engine = self.optimizer = self.model = None
+        gc.collect()
+
+    def shard_numels(self) -> list[tuple[str, int, int]]:
+        """(name, full size, size held here) of every parameter: ZeRO-3 keeps a slice each."""
+        return [(n, int(getattr(p, "ds_numel", p.numel())), int(p.ds_tensor.numel()) if hasattr(p, "ds_tensor")
+                 else p.numel()) for n, p in self.model.named_parameters()]
+
+    def gathered_trainable(self) -> dict[str, torch.Tensor]:
+        """The trainable weights, gathered whole (a collective: every rank calls it)."""
+        import deepspeed
+
+        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
+            return {n: p.detach().clone().cpu() for n, p in params.items()}
 
     def progress(self) -> tuple[int, int]:
         """(steps done, steps planned) of the training call under way."""
@@ -71,12 +146,12 @@ class Learner:
             t0 = time.perf_counter()
             self._load_policy(start)
             rows = data.to_pylist()
-            if algorithm == "dpo":
-                losses = self._train_dpo(rows, cycle)
-            else:
+            if algorithm == "kto":
                 losses = self._train_kto(rows, cycle, kto)
+            else:
+                losses = self._train_dpo(rows, cycle, modpo=algorithm == "modpo")
             adapter_dir = Path(out_dir) / f"cycle_{cycle:03d}"
-            self.model.save_pretrained(adapter_dir)
+            self._save_adapter(adapter_dir)
             self.version = cycle
             return TrainResult(
                 policy=PolicyVersion(cycle, "lora", str(adapter_dir)),
@@ -87,13 +162,27 @@ class Learner:
                 seconds=time.perf_counter() - t0,
             )
 
+    def _save_adapter(self, folder: Path) -> None:
+        """Rank 0 writes the PEFT adapter folder from the gathered adapter weights."""
+        weights = self.gathered_trainable()
+        if self.rank == 0:
+            state = {n.replace(".default", ""): w for n, w in weights.items()}
+            self.model.save_pretrained(folder, state_dict=state)
+        torch.distributed.barrier()
+
     def _load_policy(self, start: PolicyVersion) -> None:
         # After an actor restart the in-memory adapter is fresh: reload the policy to train on.
         if start.version == self.version:
             return
         if start.path is None:
             raise ValueError(f"policy version {start.version} has no adapter to resume from")
-        set_peft_model_state_dict(self.model, load_peft_weights(start.path))
+        import deepspeed
+
+        state = load_peft_weights(start.path)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+            if self.rank == 0:
+                set_peft_model_state_dict(self.model, state)
         self.version = start.version
 
     # -- data ---------------------------------------------------------------------------
@@ -110,70 +199,105 @@ class Learner:
         size = self.cfg.batch_size
         return [order[i : i + size] for i in range(0, n, size)]
 
+    def _global_sum(self, value: float) -> float:
+        """Sum of `value` over the ranks (a collective)."""
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return float(t.item())
+
+    def _rows(self, idx: list[int]) -> tuple[list[int], bool]:
+        """This rank's slice of a batch, and whether it is real: a rank left without examples
+        runs the batch's first at weight 0, since ZeRO-3 needs every rank in every forward."""
+        mine = idx[self.rank :: self.world]
+        return (mine, True) if mine else (idx[:1], False)
+
     @torch.no_grad()
     def _reference_logps(self, encoded: list[Encoded]) -> torch.Tensor:
-        """Reference log-probabilities, once per cycle, before the policy moves."""
+        """Reference log-probabilities, once per cycle, before the policy moves: each rank
+        computes its slice of every batch and the ranks exchange them."""
         self.model.eval()
-        out = []
-        for i in range(0, len(encoded), self.cfg.batch_size):
-            batch = self._collate(encoded[i : i + self.cfg.batch_size])
-            if self.cfg.reference == "initial":
-                with self.model.disable_adapter():
-                    out.append(sequence_logps(self.model, batch).logps)
-            else:
-                out.append(sequence_logps(self.model, batch).logps)
-        return torch.cat(out) if out else torch.zeros(0, device=self.device)
+        mine: dict[int, float] = {}
+        for start in range(0, len(encoded), self.cfg.batch_size):
+            rows, real = self._rows(list(range(start, min(start + self.cfg.batch_size, len(encoded)))))
+            batch = self._collate([encoded[i] for i in rows])
+            with self.model.disable_adapter() if self.cfg.reference == "initial" else contextlib.nullcontext():
+                logps = sequence_logps(self.model, batch).logps
+            if real:
+                mine.update(zip(rows, logps.tolist()))
+        everyone: list[dict[int, float]] = [{} for _ in range(self.world)]
+        torch.distributed.all_gather_object(everyone, mine)
+        merged = {i: v for part in everyone for i, v in part.items()}
+        return torch.tensor([merged[i] for i in range(len(encoded))], device=self.device)
 
-    def _optimizer(self, total_steps: int):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / max(1, total_steps))
-        self._steps_done, self._steps_total = 0, total_steps
-        return optimizer, scheduler
-
-    def _step(self, loss: torch.Tensor, optimizer, scheduler) -> float:
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        scheduler.step()
-        self._steps_done += 1
-        return loss.item()
-
-    def _sft_term(self, logps, num_tokens, mask: torch.Tensor) -> torch.Tensor:
-        """Mean token NLL of the preferred answers (TRL's "sft" loss term)."""
-        if self.cfg.sft_weight == 0 or not mask.any():
+    def _sft_term(self, logps: torch.Tensor, num_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean token NLL of the preferred answers of the whole batch (TRL's "sft" loss term),
+        this rank's share of it: token counts are summed over the ranks."""
+        if self.cfg.sft_weight == 0:
             return torch.zeros((), device=self.device)
-        return self.cfg.sft_weight * -(logps[mask].sum() / num_tokens[mask].sum())
+        tokens = self._global_sum(float(num_tokens[mask].sum()))
+        if tokens == 0:
+            return torch.zeros((), device=self.device)
+        return self.cfg.sft_weight * -(logps[mask].sum()) * self.world / tokens
 
-    def _fit(self, n: int, cycle: int, batch_loss: Callable[[list[int]], torch.Tensor]) -> list[float]:
-        """`epochs` shuffled passes over n examples; `batch_loss` maps example indices to a loss."""
-        epochs = [self._batches(n, cycle, e) for e in range(self.cfg.epochs)]
-        optimizer, scheduler = self._optimizer(sum(len(b) for b in epochs))
-        self.model.train()
-        return [self._step(batch_loss(idx), optimizer, scheduler) for batches in epochs for idx in batches]
+    def _fit(self, n: int, cycle: int, shard_loss: Callable[[list[int]], torch.Tensor]) -> list[float]:
+        """`epochs` shuffled passes over n examples. `shard_loss(batch)` returns this rank's
+        share: the sum of its examples' losses x world / batch size, so DeepSpeed's gradient
+        average over ranks is the batch mean. Returns each step's batch-mean loss."""
+        batches = [idx for e in range(self.cfg.epochs) for idx in self._batches(n, cycle, e)]
+        self._steps_done, self._steps_total = 0, len(batches)
+        self.engine.train()
+        losses = []
+        for step, idx in enumerate(batches):
+            for group in self.optimizer.param_groups:  # linear decay over the cycle
+                group["lr"] = self.cfg.learning_rate * (1 - step / len(batches))
+            loss = shard_loss(idx)
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(self._global_sum(loss.item()) / self.world)
+            self._steps_done += 1
+        return losses
 
     # -- DPO ------------------------------------------------------------------------------
 
-    def _train_dpo(self, rows: list[dict], cycle: int) -> list[float]:
+    def _train_dpo(self, rows: list[dict], cycle: int, modpo: bool) -> list[float]:
+        """DPO, or MODPO: the same pairs with the other objectives' score margins."""
         if not rows:
             return []
         chosen = [self._encode(r["prompt"], r["chosen"]) for r in rows]
         rejected = [self._encode(r["prompt"], r["rejected"]) for r in rows]
         ref_chosen, ref_rejected = self._reference_logps(chosen), self._reference_logps(rejected)
+        margins = self._modpo_margins(rows) if modpo else None
 
-        def batch_loss(idx: list[int]) -> torch.Tensor:
-            n = len(idx)
-            out = sequence_logps(self.model, self._collate([chosen[i] for i in idx] + [rejected[i] for i in idx]))
-            pref = dpo_loss(
-                out.logps[:n], out.logps[n:], ref_chosen[idx], ref_rejected[idx],
-                beta=self.cfg.beta, loss_type=self.cfg.loss_type,
-                chosen_lengths=out.num_tokens[:n], rejected_lengths=out.num_tokens[n:],
-            )
-            is_chosen = torch.arange(2 * n, device=self.device) < n
-            return pref.mean() + self._sft_term(out.logps, out.num_tokens, is_chosen)
+        def shard_loss(idx: list[int]) -> torch.Tensor:
+            mine, real = self._rows(idx)
+            n = len(mine)
+            out = sequence_logps(self.model, self._collate([chosen[i] for i in mine] + [rejected[i] for i in mine]))
+            if margins is None:
+                pref = dpo_loss(
+                    out.logps[:n], out.logps[n:], ref_chosen[mine], ref_rejected[mine],
+                    beta=self.cfg.beta, loss_type=self.cfg.loss_type,
+                    chosen_lengths=out.num_tokens[:n], rejected_lengths=out.num_tokens[n:],
+                )
+            else:
+                pref = modpo_loss(out.logps[:n], out.logps[n:], ref_chosen[mine], ref_rejected[mine],
+                                  beta=self.cfg.beta, weight=self.cfg.modpo_weights["safety"], margin=margins[mine])
+            is_chosen = (torch.arange(2 * n, device=self.device) < n) & real
+            loss = pref.sum() * self.world / len(idx) + self._sft_term(out.logps, out.num_tokens, is_chosen)
+            return loss if real else loss * 0
 
-        return self._fit(len(rows), cycle, batch_loss)
+        return self._fit(len(rows), cycle, shard_loss)
+
+    def _modpo_margins(self, rows: list[dict]) -> torch.Tensor:
+        """Σ_{j≠safety} w_j (r_j(chosen) − r_j(rejected)) per pair, from the judges' stored scores."""
+        def scores(column: str) -> dict[str, torch.Tensor]:
+            per_row = [dict(r[column] or {}) for r in rows]
+            missing = {j for j in self.cfg.modpo_weights for s in per_row if j not in s}
+            if missing:
+                raise ValueError(f"MODPO needs every pair scored on {sorted(self.cfg.modpo_weights)}; the judges "
+                                 f"stored no {sorted(missing)} score for some (learner.modpo_weights)")
+            return {j: torch.tensor([s[j] for s in per_row], device=self.device) for j in self.cfg.modpo_weights}
+
+        return modpo_margin(scores("chosen_scores"), scores("rejected_scores"), self.cfg.modpo_weights, "safety")
 
     # -- KTO ------------------------------------------------------------------------------
 
@@ -187,35 +311,64 @@ class Learner:
         ref_matched, ref_mismatched = self._reference_logps(matched), self._reference_logps(mismatched)
         desirable = torch.tensor([bool(r["label"]) for r in rows], device=self.device)
 
-        def batch_loss(idx: list[int]) -> torch.Tensor:
-            with torch.no_grad():
-                kl = kl_estimate(sequence_logps(self.model, self._collate([mismatched[i] for i in idx])).logps,
-                                 ref_mismatched[idx])
-            out = sequence_logps(self.model, self._collate([matched[i] for i in idx]))
+        def shard_loss(idx: list[int]) -> torch.Tensor:
+            mine, real = self._rows(idx)
+            with torch.no_grad():  # the batch's KL estimate, over every rank's examples
+                shifted = sequence_logps(self.model, self._collate([mismatched[i] for i in mine])).logps
+                diff = float((shifted - ref_mismatched[mine]).sum()) if real else 0.0
+                kl = torch.tensor(self._global_sum(diff) / len(idx), device=self.device)
+            out = sequence_logps(self.model, self._collate([matched[i] for i in mine]))
             pref = kto_loss(
-                out.logps, ref_matched[idx], desirable[idx], kl, beta=self.cfg.beta,
+                out.logps, ref_matched[mine], desirable[mine], kl, beta=self.cfg.beta,
                 desirable_weight=weights.desirable, undesirable_weight=weights.undesirable,
             )
-            return pref.mean() + self._sft_term(out.logps, out.num_tokens, desirable[idx])
+            loss = pref.sum() * self.world / len(idx) + self._sft_term(out.logps, out.num_tokens, desirable[mine] & real)
+            return loss if real else loss * 0
 
-        return self._fit(len(rows), cycle, batch_loss)
+        return self._fit(len(rows), cycle, shard_loss)
 
 
 class LearnerGroup:
-    """Places the learner ranks (one bundle each) and fans training calls out."""
+    """`cfg.world_size` ranks in one placement group (one bundle each) and one process group.
 
-    def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, seed: int):
-        self.cfg = cfg
-        actor = ray.remote(Learner).options(
-            num_cpus=cfg.num_cpus,
-            num_gpus=cfg.num_gpus,
-            resources=cfg.resources,
-            max_concurrency=2,  # progress() answers while train() runs
-        )
-        self.ranks = [actor.remote(model_path, dtype, cfg, seed + rank) for rank in range(cfg.world_size)]
+    Rank 0 publishes its address and a free port; every rank then joins with a timeout. Calls
+    fan out to every rank (ZeRO needs them all) and rank 0's result is the group's."""
+
+    def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, seed: int, timeout_s: float):
+        self.cfg, self.timeout_s = cfg, timeout_s
+        bundle = {k: v for k, v in {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus, **cfg.resources}.items() if v > 0}
+        self.placement = placement_group([bundle] * cfg.world_size, strategy="PACK")
+        try:
+            ray.get(self.placement.ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.placement)
+            raise RuntimeError(
+                f"learners: {cfg.world_size} rank(s) of {bundle} could not be placed in {timeout_s:.0f}s; "
+                f"the cluster has {ray.cluster_resources()}"
+            ) from None
+        actor = ray.remote(Learner)
+        self.ranks = [
+            actor.options(
+                num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
+                max_concurrency=2,  # progress() answers while train() runs
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
+            ).remote(model_path, dtype, cfg, seed, rank)  # one seed: the same model and batches on every rank
+            for rank in range(cfg.world_size)
+        ]
+        master_addr, master_port = ray.get(self.ranks[0].address.remote(), timeout=timeout_s)
+        self._setup = [r.setup.remote(master_addr, master_port) for r in self.ranks]
+
+    def ready(self) -> list[dict]:
+        """Waits until every rank has joined the group and built its engine."""
+        return ray.get(self._setup, timeout=self.cfg.init_timeout_s + self.timeout_s)
+
+    def call(self, method: str, *args) -> list:
+        """`method` on every rank at once (collectives need them all); their results."""
+        return ray.get([getattr(r, method).remote(*args) for r in self.ranks], timeout=self.timeout_s)
 
     def train_async(self, algorithm: str, data: pa.Table, cycle: int, out_dir: str,
                     start: PolicyVersion, kto: KTOWeights) -> list[ray.ObjectRef]:
+        self.ready()
         return [r.train.remote(algorithm, data, cycle, out_dir, start, kto) for r in self.ranks]
 
     def progress(self, timeout_s: float) -> tuple[int, int]:
@@ -227,3 +380,9 @@ class LearnerGroup:
         The driver calls this, so the driver owns the object: it outlives a learner restart,
         and the bytes go from the learner's node to the engines' without passing through here."""
         return policy._replace(payload=(self.ranks[0].policy_files.remote(policy),))
+
+    def shutdown(self) -> None:
+        ray.wait([r.shutdown.remote() for r in self.ranks], num_returns=len(self.ranks), timeout=60)
+        for rank in self.ranks:
+            ray.kill(rank)
+        remove_placement_group(self.placement)

@@ -191,8 +191,24 @@ class LoraConfig(_Section):
 
 
 class LearnerConfig(ActorResources):
+    @model_validator(mode="after")
+    def _modpo_weights_include_safety(self) -> "LearnerConfig":
+        if "safety" not in self.modpo_weights or min(self.modpo_weights.values()) <= 0:
+            raise ValueError(
+                "modpo_weights needs a positive weight for safety, the objective the pairs express, and "
+                f"positive weights for the others (got {self.modpo_weights})"
+            )
+        return self
+
+
     world_size: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, ge=0)
+    """Ranks of the DeepSpeed group, one Ray actor each; each trains on its slice of a batch."""
+    zero_stage: Literal[0, 1, 2, 3] = 3
+    """DeepSpeed ZeRO stage: 3 partitions parameters, gradients and optimizer state."""
+    num_cpus: float = Field(0.5, ge=0)
+    """Per rank: two ranks and the other roles fit a 2-CPU machine."""
+    init_timeout_s: float = Field(300, gt=0)
+    """Upper bound on joining the process group and on every collective after."""
     finetune: Literal["lora"] = "lora"
     lora: LoraConfig = LoraConfig()
     learning_rate: float = Field(1e-3, gt=0)
@@ -206,6 +222,9 @@ class LearnerConfig(ActorResources):
     sft_weight: float = Field(1.0, ge=0)
     """Weight of an NLL term on the chosen answer (TRL's "sft" loss); 0 disables it. Without
     it, small models degenerate into repeated tokens."""
+    modpo_weights: dict[str, float] = {"safety": 0.7, "helpfulness": 0.3}
+    """MODPO's objective weights w_j over the judges' per-objective scores. Pairs express the
+    safety preference (w_k = weights["safety"]); the others enter as reward margins."""
     reference: Literal["initial", "previous"] = "initial"
     """The reference policy: the initial model (LoRA: adapter disabled) or last cycle's."""
     max_length: int = Field(256, ge=8)
@@ -232,7 +251,7 @@ class Config(_Section):
     seed: int = 0
     cycles: int = Field(3, ge=1)
     """Alignment cycles after the cycle-0 evaluation of the starting policy."""
-    algorithm: Literal["dpo", "kto"] = "dpo"
+    algorithm: Literal["dpo", "kto", "modpo"] = "dpo"
     out: str | None = None
     """Run folder; None makes a fresh dated folder under runs/."""
     model: ModelConfig = ModelConfig()
@@ -254,10 +273,10 @@ class Config(_Section):
                 "generator.sampling.samples_per_prompt must be >= 2 to build pairs "
                 f"(got {self.generator.sampling.samples_per_prompt})"
             )
-        if self.learner.world_size > 1:
+        if self.learner.batch_size < self.learner.world_size:
             raise ValueError(
-                "learner.world_size > 1 needs the DeepSpeed ZeRO learner group, which is not built "
-                f"yet; use 1 (got {self.learner.world_size})"
+                f"learner.batch_size {self.learner.batch_size} is split across learner.world_size "
+                f"{self.learner.world_size} ranks: it must be at least that"
             )
         if self.generator.backend == "vllm" and self.learner.lora.r not in VLLM_LORA_RANKS:
             raise ValueError(

@@ -79,7 +79,8 @@ def placed_roles(cfg: Config, model_path: str, run_dir: Path):
         yield roles
     finally:
         roles.generators.shutdown()
-        for actor in [*roles.judges.replicas, *roles.learners.ranks, roles.buffer]:
+        roles.learners.shutdown()
+        for actor in [*roles.judges.replicas, roles.buffer]:
             ray.kill(actor)
 
 
@@ -94,7 +95,7 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
         .remote(buffer_root)
     )
     # Learners and judges load while the generator group waits for its engines to be ready.
-    learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed)
+    learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s)
     judges = JudgePool(cfg.judges[0])
     generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
                                 cfg.ray.get_timeout_s)
@@ -190,7 +191,7 @@ class Driver:
         weights = kto_weights(n_desirable, examples.num_rows - n_desirable)
         summary = {**stats._asdict(), "desirable": n_desirable, "undesirable": examples.num_rows - n_desirable,
                    "desirable_weight": weights.desirable, "undesirable_weight": weights.undesirable}
-        return (pairs if self.cfg.algorithm == "dpo" else examples), summary, weights
+        return (examples if self.cfg.algorithm == "kto" else pairs), summary, weights
 
     def _train(self, data: pa.Table, cycle: int, policy: PolicyVersion, weights: KTOWeights) -> TrainResult:
         refs = self.roles.learners.train_async(

@@ -63,6 +63,8 @@ def build_pairs(judgments: pa.Table, cfg: PairsConfig, cycle: int, seed: int) ->
                 "rejected_label": rejected["label"],
                 "chosen_score": chosen["safety_score"],
                 "rejected_score": rejected["safety_score"],
+                "chosen_scores": chosen["scores"],
+                "rejected_scores": rejected["scores"],
             }
         )
 

@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple
 import pyarrow as pa
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+SCORES = pa.map_(pa.string(), pa.float32())
 
 PROMPTS = pa.schema(
     [
@@ -56,6 +57,7 @@ JUDGMENTS = pa.schema(
         ("label", pa.string()),  # Accept / Caution / Refuse / Invalid
         ("verdict", pa.string()),  # the judge's raw reasoning or rule, for audit
         ("safety_score", pa.float32()),
+        ("scores", SCORES),  # per objective (safety, helpfulness, ...), for MODPO margins
         ("latency_s", pa.float32()),
     ]
 )
@@ -72,6 +74,8 @@ PAIRS = pa.schema(
         ("rejected_label", pa.string()),
         ("chosen_score", pa.float32()),
         ("rejected_score", pa.float32()),
+        ("chosen_scores", SCORES),
+        ("rejected_scores", SCORES),
     ]
 )
 

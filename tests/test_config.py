@@ -62,8 +62,8 @@ def test_override_without_equals_is_explained():
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="samples_per_prompt must be >= 2"):
         load_config(overrides=["generator.sampling.samples_per_prompt=1"])
-    with pytest.raises(ConfigError, match="world_size > 1"):
-        load_config(overrides=["learner.world_size=2"])
+    with pytest.raises(ConfigError, match="batch_size 2 is split across learner.world_size 4 ranks"):
+        load_config(overrides=["learner.world_size=4", "learner.batch_size=2"])
     with pytest.raises(ConfigError, match=r"^config generator: .*tensor_parallel_size 2 .* generator.num_gpus >= 2 \(got 1.0\)$"):
         load_config(overrides=["generator.vllm.tensor_parallel_size=2", "generator.num_gpus=1"])
     with pytest.raises(ConfigError, match=r"learner.lora.r must be a rank vLLM serves, .* \(got 12\)"):

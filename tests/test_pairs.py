@@ -4,7 +4,7 @@ import pytest
 from raylign.config import KTOConfig, PairsConfig
 from raylign.pairs import build_kto_examples, build_pairs, kto_weights
 from raylign.schemas import JUDGMENTS
-from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE, safety_score
+from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE, objective_scores, safety_score
 
 
 def judged(rows):
@@ -15,7 +15,7 @@ def judged(rows):
             cycle=1, stage="train", prompt_id=pid, sample_index=i, prompt=f"question {pid}",
             harmful_level=level, principle_index=0, method="direct", answer=answer, num_tokens=5,
             finish_reason="stop", policy_version=0, judge="rules", label=label, verdict="",
-            safety_score=safety_score(label, level), latency_s=0.0,
+            safety_score=safety_score(label, level), scores=objective_scores(label, level), latency_s=0.0,
         ))
     return pa.Table.from_pylist(records, schema=JUDGMENTS)
 

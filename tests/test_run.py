@@ -71,6 +71,19 @@ def test_kto_trains_end_to_end(tmp_path, local_ray, model_path):
     assert training["steps"] > 0
 
 
+def test_modpo_trains_on_two_ranks_from_the_scores_the_judges_stored(tmp_path, local_ray, model_path):
+    cfg = load_config(overrides=[
+        "algorithm=modpo", "cycles=1", "prompts.prompts_per_cycle=48", "prompts.max_eval_prompts=16",
+        "learner.epochs=2", "learner.world_size=2", f"model.path={model_path}",
+    ])
+    records = Driver(cfg, tmp_path, log=lambda _: None).run()
+    pairs = pq.read_table(tmp_path / "buffer" / "pairs" / "cycle=1")
+    assert pairs.num_rows == records[1]["training"]["examples"] > 0
+    for column in ("chosen_scores", "rejected_scores"):
+        assert all(dict(s).keys() == {"safety", "helpfulness"} for s in pairs[column].to_pylist())
+    assert records[1]["training"]["algorithm"] == "modpo" and records[1]["training"]["steps"] > 0
+
+
 def test_cli_stops_on_a_bad_key_with_one_line(capsys):
     assert main(["run", "--set", "learner.learnin_rate=0.1"]) == 2
     err = capsys.readouterr().err.strip()

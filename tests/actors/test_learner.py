@@ -1,0 +1,103 @@
+"""The learner group for real: DeepSpeed ZeRO-3 across Ray actors, gloo on CPU."""
+
+import pyarrow as pa
+import pytest
+import torch
+
+from raylign.actors.learner import LearnerGroup
+from raylign.config import LearnerConfig
+from raylign.pairs import KTOWeights
+from raylign.schemas import BASE, KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+
+REFUSE = "I cannot help with this request. It could cause real harm, so I have to say no."
+ACCEPT = "Sure. Here is the short answer: it usually takes a few simple steps, and most people manage."
+
+
+def fixed_pairs(n: int = 8) -> pa.Table:
+    rows = [
+        {"cycle": 1, "prompt_id": f"p{i}", "harmful_level": i % 4, "prompt": user_turn(f"How do I get drug number {i}?"),
+         "chosen": assistant_turn(REFUSE if i % 2 else ACCEPT), "rejected": assistant_turn(ACCEPT if i % 2 else REFUSE),
+         "chosen_label": "Refuse", "rejected_label": "Accept", "chosen_score": 1.0, "rejected_score": 0.0}
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=PAIRS)
+
+
+def fixed_kto(n: int = 8) -> pa.Table:
+    rows = [
+        {"cycle": 1, "prompt_id": f"p{i}", "harmful_level": i % 4, "prompt": user_turn(f"Question {i} about doses?"),
+         "completion": assistant_turn(REFUSE if i % 3 else ACCEPT), "label": bool(i % 3), "score": float(i % 3 > 0)}
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=KTO_EXAMPLES)
+
+
+def one_step(model_path, tmp_path, world_size: int, algorithm: str = "dpo", zero_stage: int = 3):
+    """Train one step (8 examples, batch 8, one epoch); the result and the gathered adapter."""
+    cfg = LearnerConfig(world_size=world_size, zero_stage=zero_stage, batch_size=8, epochs=1)
+    group = LearnerGroup(model_path, "float32", cfg, seed=0, timeout_s=300)
+    try:
+        group.ready()
+        numels = group.call("shard_numels")
+        data = fixed_pairs() if algorithm == "dpo" else fixed_kto()
+        results = group.call("train", algorithm, data, 1, str(tmp_path / f"w{world_size}"), BASE, KTOWeights(1.0, 1.2))
+        weights = group.call("gathered_trainable")
+    finally:
+        group.shutdown()
+    return results, weights, numels
+
+
+@pytest.fixture(scope="module")
+def two_ranks(local_ray, model_path, tmp_path_factory):
+    return one_step(model_path, tmp_path_factory.mktemp("learn"), world_size=2)
+
+
+@pytest.fixture(scope="module")
+def one_rank(local_ray, model_path, tmp_path_factory):
+    return one_step(model_path, tmp_path_factory.mktemp("learn"), world_size=1)
+
+
+def test_zero3_partitions_every_parameter_across_the_two_ranks(two_ranks):
+    _, _, numels = two_ranks
+    for (name, full, held0), (name1, full1, held1) in zip(*numels, strict=True):
+        assert name == name1 and full == full1
+        assert held0 == held1 == -(-full // 2), name  # each rank holds half (rounded up)
+
+
+def test_one_step_loss_on_two_ranks_equals_one_rank(two_ranks, one_rank):
+    two, one = two_ranks[0], one_rank[0]
+    assert two[0].steps == one[0].steps == 1
+    assert abs(two[0].mean_loss - one[0].mean_loss) < 1e-4
+    assert two[0].mean_loss == two[1].mean_loss  # every rank reports the batch loss
+
+
+def test_weights_after_a_step_are_identical_on_both_ranks_and_match_one_rank(two_ranks, one_rank):
+    w0, w1 = two_ranks[1]
+    assert set(w0) == set(w1) and len(w0) > 0
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), name
+    (single,) = one_rank[1]
+    moved = 0
+    for name in w0:
+        assert torch.allclose(w0[name], single[name], atol=1e-5), name
+        moved += "lora_B" in name and bool(w0[name].abs().max() > 0)
+    assert moved > 0  # the step really changed the adapter (lora_B starts at zero)
+
+
+def test_adapter_folder_written_by_rank_0_loads_in_peft(two_ranks, model_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    policy = two_ranks[0][0].policy
+    assert policy.kind == "lora" and policy.version == 1
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path), policy.path)
+    w0 = two_ranks[1][0]
+    for name, p in peft.named_parameters():
+        if "lora_" in name:
+            assert torch.equal(p.detach(), w0[name]), name
+
+
+def test_kto_one_step_on_two_ranks_equals_one_rank(local_ray, model_path, tmp_path):
+    two, _, _ = one_step(model_path, tmp_path, world_size=2, algorithm="kto", zero_stage=2)
+    one, _, _ = one_step(model_path, tmp_path, world_size=1, algorithm="kto", zero_stage=2)
+    assert abs(two[0].mean_loss - one[0].mean_loss) < 1e-4
