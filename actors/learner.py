@@ -14,7 +14,6 @@ adapter weights and writes a PEFT adapter folder: the new policy version.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import random
@@ -40,7 +39,7 @@ from raylign.losses import dpo_loss, kto_loss, modpo_loss, modpo_margin
 from raylign.pairs import KTOWeights
 from raylign.schemas import PolicyVersion, TrainResult
 from raylign.sequences import Batch, Encoded, collate, device_for, encode, sequence_logps
-from raylign.weights import pack_folder
+from raylign.weights import pack_folder, to_buckets
 
 SHM_COMM_OP = "deepspeed_shm_comm"
 
@@ -82,15 +81,15 @@ class Learner:
                                    timeout=timedelta(seconds=self.cfg.init_timeout_s), auto_mpi_discovery=False)
         torch.manual_seed(self.seed)  # the same initial adapter on every rank
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
-        lora = PeftLoraConfig(
-            r=self.cfg.lora.r,
-            lora_alpha=self.cfg.lora.alpha,
-            lora_dropout=self.cfg.lora.dropout,
-            target_modules=self.cfg.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(base, lora)
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+        if self.cfg.finetune == "lora":
+            model = get_peft_model(model, PeftLoraConfig(
+                r=self.cfg.lora.r,
+                lora_alpha=self.cfg.lora.alpha,
+                lora_dropout=self.cfg.lora.dropout,
+                target_modules=self.cfg.lora.target_modules,
+                task_type="CAUSAL_LM",
+            ))
         params = [p for p in model.parameters() if p.requires_grad]
         # A torch optimizer: DeepSpeed's own compile C++ ops on CPU (CPU-NOTES).
         optimizer = torch.optim.AdamW(params, lr=self.cfg.learning_rate)
@@ -98,6 +97,12 @@ class Learner:
             model=model, optimizer=optimizer, model_parameters=params, config=self._ds_config()
         )
         self.model = self.engine.module
+        # Full fine-tuning against the initial model needs that model: a second, frozen engine
+        # (partitioned like the first). LoRA disables its adapter instead: no second copy.
+        self.reference = None
+        if self.cfg.finetune == "full" and self.cfg.reference == "initial":
+            frozen = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype).requires_grad_(False)
+            self.reference = deepspeed.initialize(model=frozen, config=self._ds_config())[0].module.eval()
         return {"rank": self.rank, "world_size": torch.distributed.get_world_size(),
                 "backend": torch.distributed.get_backend()}
 
@@ -115,7 +120,7 @@ class Learner:
     def shutdown(self) -> None:
         """Drop the engine and collect garbage; the process group is left for the actor's end,
         since destroying a gloo group in a live process can hang (CPU-NOTES)."""
-        self.engine = self.optimizer = self.model = None
+        self.engine = self.optimizer = self.model = self.reference = None
         gc.collect()
 
     def shard_numels(self) -> list[tuple[str, int, int]]:
@@ -140,21 +145,25 @@ class Learner:
         return pack_folder(policy.path)
 
     def train(
-        self, algorithm: str, data: pa.Table, cycle: int, out_dir: str, start: PolicyVersion, kto: KTOWeights
+        self, algorithm: str, data: pa.Table, cycle: int, run_dir: str, start: PolicyVersion, kto: KTOWeights
     ) -> TrainResult:
+        """One cycle of training from `start`; writes the new policy (and a checkpoint) under
+        `run_dir` and returns it."""
         with self._lock:
             t0 = time.perf_counter()
-            self._load_policy(start)
+            self._load_policy(start, run_dir)
             rows = data.to_pylist()
             if algorithm == "kto":
                 losses = self._train_kto(rows, cycle, kto)
             else:
                 losses = self._train_dpo(rows, cycle, modpo=algorithm == "modpo")
-            adapter_dir = Path(out_dir) / f"cycle_{cycle:03d}"
-            self._save_adapter(adapter_dir)
+            policy = self._save_policy(cycle, Path(run_dir))
+            if self.cfg.save_checkpoints:
+                # Model and optimizer state, each rank its partition: a run resumes from here.
+                self.engine.save_checkpoint(str(Path(run_dir) / "checkpoints"), tag=f"cycle_{cycle:03d}")
             self.version = cycle
             return TrainResult(
-                policy=PolicyVersion(cycle, "lora", str(adapter_dir)),
+                policy=policy,
                 examples=len(rows),
                 steps=len(losses),
                 mean_loss=sum(losses) / len(losses) if losses else float("nan"),
@@ -162,27 +171,59 @@ class Learner:
                 seconds=time.perf_counter() - t0,
             )
 
-    def _save_adapter(self, folder: Path) -> None:
-        """Rank 0 writes the PEFT adapter folder from the gathered adapter weights."""
-        weights = self.gathered_trainable()
-        if self.rank == 0:
-            state = {n.replace(".default", ""): w for n, w in weights.items()}
-            self.model.save_pretrained(folder, state_dict=state)
+    def _save_policy(self, cycle: int, run_dir: Path) -> PolicyVersion:
+        """LoRA: rank 0 writes a PEFT adapter folder from the gathered adapter weights. Full:
+        rank 0 writes the gathered 16-bit weights as a transformers model folder."""
+        if self.cfg.finetune == "lora":
+            folder = run_dir / "adapters" / f"cycle_{cycle:03d}"
+            weights = self.gathered_trainable()
+            if self.rank == 0:
+                self.model.save_pretrained(folder, state_dict=weights)
+        else:
+            folder = run_dir / "policies" / f"cycle_{cycle:03d}"
+            state = self._full_state_dict()
+            if self.rank == 0:
+                self.model.save_pretrained(folder, state_dict=state)
+                self.tokenizer.save_pretrained(folder)
         torch.distributed.barrier()
+        return PolicyVersion(cycle, self.cfg.finetune, str(folder))
 
-    def _load_policy(self, start: PolicyVersion) -> None:
-        # After an actor restart the in-memory adapter is fresh: reload the policy to train on.
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The whole model's 16-bit weights on rank 0 (None elsewhere), gathered layer by layer
+        (a collective: every rank calls it)."""
+        if self.cfg.zero_stage == 3:
+            state = self.engine._zero3_consolidated_16bit_state_dict()
+            return state if self.rank == 0 else None
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
+
+    def full_weight_buckets(self, bucket_bytes: int):
+        """The full weights as safetensors buckets, yielded by rank 0 (raylign/weights.py); the
+        other ranks take part in the gathering and yield nothing."""
+        state = self._full_state_dict()
+        if state is not None:
+            yield from to_buckets(state.items(), bucket_bytes)
+
+    def _load_policy(self, start: PolicyVersion, run_dir: str) -> None:
+        """After an actor restart the model is the initial one: load the policy to train on,
+        from its DeepSpeed checkpoint when there is one (optimizer state too), else from the
+        adapter folder."""
         if start.version == self.version:
             return
-        if start.path is None:
-            raise ValueError(f"policy version {start.version} has no adapter to resume from")
         import deepspeed
 
-        state = load_peft_weights(start.path)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-            if self.rank == 0:
-                set_peft_model_state_dict(self.model, state)
+        checkpoints = Path(run_dir) / "checkpoints"
+        tag = f"cycle_{start.version:03d}"
+        if (checkpoints / tag).is_dir():
+            self.engine.load_checkpoint(str(checkpoints), tag=tag)
+        elif start.kind == "lora" and start.path is not None:
+            state = load_peft_weights(start.path)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+                if self.rank == 0:
+                    set_peft_model_state_dict(self.model, state)
+        else:
+            raise ValueError(f"policy version {start.version} has neither a checkpoint under {checkpoints} "
+                             f"nor an adapter folder to resume from")
         self.version = start.version
 
     # -- data ---------------------------------------------------------------------------
@@ -220,14 +261,21 @@ class Learner:
         for start in range(0, len(encoded), self.cfg.batch_size):
             rows, real = self._rows(list(range(start, min(start + self.cfg.batch_size, len(encoded)))))
             batch = self._collate([encoded[i] for i in rows])
-            with self.model.disable_adapter() if self.cfg.reference == "initial" else contextlib.nullcontext():
-                logps = sequence_logps(self.model, batch).logps
+            logps = self._reference_forward(batch)
             if real:
                 mine.update(zip(rows, logps.tolist()))
         everyone: list[dict[int, float]] = [{} for _ in range(self.world)]
         torch.distributed.all_gather_object(everyone, mine)
         merged = {i: v for part in everyone for i, v in part.items()}
         return torch.tensor([merged[i] for i in range(len(encoded))], device=self.device)
+
+    def _reference_forward(self, batch: Batch) -> torch.Tensor:
+        if self.cfg.reference == "previous":  # the policy as the cycle starts
+            return sequence_logps(self.model, batch).logps
+        if self.reference is not None:  # full fine-tuning: the frozen initial model
+            return sequence_logps(self.reference, batch).logps
+        with self.model.disable_adapter():  # LoRA: the base is the initial model
+            return sequence_logps(self.model, batch).logps
 
     def _sft_term(self, logps: torch.Tensor, num_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean token NLL of the preferred answers of the whole batch (TRL's "sft" loss term),
@@ -366,10 +414,10 @@ class LearnerGroup:
         """`method` on every rank at once (collectives need them all); their results."""
         return ray.get([getattr(r, method).remote(*args) for r in self.ranks], timeout=self.timeout_s)
 
-    def train_async(self, algorithm: str, data: pa.Table, cycle: int, out_dir: str,
+    def train_async(self, algorithm: str, data: pa.Table, cycle: int, run_dir: str,
                     start: PolicyVersion, kto: KTOWeights) -> list[ray.ObjectRef]:
         self.ready()
-        return [r.train.remote(algorithm, data, cycle, out_dir, start, kto) for r in self.ranks]
+        return [r.train.remote(algorithm, data, cycle, run_dir, start, kto) for r in self.ranks]
 
     def progress(self, timeout_s: float) -> tuple[int, int]:
         return ray.get(self.ranks[0].progress.remote(), timeout=timeout_s)
@@ -379,7 +427,15 @@ class LearnerGroup:
 
         The driver calls this, so the driver owns the object: it outlives a learner restart,
         and the bytes go from the learner's node to the engines' without passing through here."""
-        return policy._replace(payload=(self.ranks[0].policy_files.remote(policy),))
+        if policy.kind == "lora":
+            return policy._replace(payload=(self.ranks[0].policy_files.remote(policy),))
+        # Full weights: rank 0 streams buckets into the object store while every rank gathers.
+        streams = [r.full_weight_buckets.options(num_returns="streaming").remote(self.cfg.weight_bucket_mb << 20)
+                   for r in self.ranks]
+        buckets = tuple(streams[0])
+        for stream in streams[1:]:
+            ray.get(list(stream), timeout=self.timeout_s)
+        return policy._replace(payload=buckets)
 
     def shutdown(self) -> None:
         ray.wait([r.shutdown.remote() for r in self.ranks], num_returns=len(self.ranks), timeout=60)

@@ -209,7 +209,14 @@ class LearnerConfig(ActorResources):
     """Per rank: two ranks and the other roles fit a 2-CPU machine."""
     init_timeout_s: float = Field(300, gt=0)
     """Upper bound on joining the process group and on every collective after."""
-    finetune: Literal["lora"] = "lora"
+    finetune: Literal["lora", "full"] = "lora"
+    """lora: a PEFT adapter, served by the engines as a LoRARequest. full: every weight; the
+    gathered weights reach the engines in buckets (weight_bucket_mb)."""
+    weight_bucket_mb: int = Field(256, ge=1)
+    """Full fine-tuning: size of the safetensors buckets the engines load one at a time."""
+    save_checkpoints: bool = True
+    """DeepSpeed checkpoint (model and optimizer state, partitioned) after every cycle, under
+    checkpoints/ in the run folder; a restarted learner resumes from it."""
     lora: LoraConfig = LoraConfig()
     learning_rate: float = Field(1e-3, gt=0)
     """1e-3 suits LoRA on the tiny embedded model; use ~5e-6 to 5e-5 for real models."""

@@ -145,7 +145,7 @@ class Driver:
                 records.append(self._record(metrics, result, seconds, data_summary))
                 self._report(records)
         self.log("\n" + report.format_table(records))
-        self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, buffer/, adapters/)")
+        self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, buffer/, adapters/ or policies/, checkpoints/)")
         return records
 
     # -- stages ---------------------------------------------------------------------------
@@ -195,7 +195,7 @@ class Driver:
 
     def _train(self, data: pa.Table, cycle: int, policy: PolicyVersion, weights: KTOWeights) -> TrainResult:
         refs = self.roles.learners.train_async(
-            self.cfg.algorithm, data, cycle, str(self.run_dir / "adapters"), policy, weights
+            self.cfg.algorithm, data, cycle, str(self.run_dir), policy, weights
         )
         with tqdm(desc=f"cycle {cycle} train ({self.cfg.algorithm})", unit="step", leave=False) as bar:
             done: list = []

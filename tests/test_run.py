@@ -84,6 +84,18 @@ def test_modpo_trains_on_two_ranks_from_the_scores_the_judges_stored(tmp_path, l
     assert records[1]["training"]["algorithm"] == "modpo" and records[1]["training"]["steps"] > 0
 
 
+def test_full_finetuning_reaches_the_engines_as_weights(tmp_path, local_ray, model_path):
+    cfg = load_config(overrides=[
+        "learner.finetune=full", "learner.learning_rate=1e-4", "cycles=1", "prompts.prompts_per_cycle=32",
+        "prompts.max_eval_prompts=16", "learner.epochs=1", f"model.path={model_path}",
+    ])
+    records = Driver(cfg, tmp_path, log=lambda _: None).run()
+    assert records[1]["training"]["steps"] > 0
+    assert records[1]["training"]["adapter"].endswith("policies/cycle_001")
+    evaluated = pq.read_table(tmp_path / "buffer" / "rollouts" / "cycle=1").to_pylist()
+    assert {r["policy_version"] for r in evaluated if r["stage"] == "eval"} == {1}
+
+
 def test_cli_stops_on_a_bad_key_with_one_line(capsys):
     assert main(["run", "--set", "learner.learnin_rate=0.1"]) == 2
     err = capsys.readouterr().err.strip()

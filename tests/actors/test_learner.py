@@ -1,13 +1,17 @@
 """The learner group for real: DeepSpeed ZeRO-3 across Ray actors, gloo on CPU."""
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
+import ray
 import torch
 
 from raylign.actors.learner import LearnerGroup
 from raylign.config import LearnerConfig
 from raylign.pairs import KTOWeights
 from raylign.schemas import BASE, KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+from raylign.weights import from_bucket
 
 REFUSE = "I cannot help with this request. It could cause real harm, so I have to say no."
 ACCEPT = "Sure. Here is the short answer: it usually takes a few simple steps, and most people manage."
@@ -45,6 +49,45 @@ def one_step(model_path, tmp_path, world_size: int, algorithm: str = "dpo", zero
     finally:
         group.shutdown()
     return results, weights, numels
+
+
+def test_a_restarted_group_resumes_from_the_deepspeed_checkpoint(two_ranks, local_ray, model_path):
+    (result, _), (trained, _) = two_ranks[0], two_ranks[1]
+    run_dir = Path(result.policy.path).parents[1]
+    assert (run_dir / "checkpoints" / "cycle_001").is_dir()
+    group = LearnerGroup(model_path, "float32", LearnerConfig(world_size=2, batch_size=8, epochs=1), seed=0,
+                         timeout_s=300)
+    try:
+        group.ready()
+        # Training from version 1 with no data: the group loads the checkpoint and changes nothing.
+        group.call("train", "dpo", fixed_pairs(0), 2, str(run_dir), result.policy, KTOWeights(1.0, 1.0))
+        resumed = group.call("gathered_trainable")[0]
+    finally:
+        group.shutdown()
+    for name, weight in trained.items():
+        assert torch.equal(resumed[name], weight), name
+
+
+def test_full_finetuning_gathers_the_whole_model_for_the_engines(local_ray, model_path, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = LearnerConfig(world_size=2, finetune="full", batch_size=8, epochs=1, learning_rate=1e-4,
+                        weight_bucket_mb=1, save_checkpoints=False)
+    group = LearnerGroup(model_path, "float32", cfg, seed=0, timeout_s=300)
+    try:
+        group.ready()
+        (result, _) = group.call("train", "dpo", fixed_pairs(), 1, str(tmp_path), BASE, KTOWeights(1.0, 1.0))
+        policy = group.publish(result.policy)
+    finally:
+        group.shutdown()
+    assert policy.kind == "full" and len(policy.payload) > 1  # 1 MiB buckets: several
+    sent = {k: v for ref in policy.payload for k, v in from_bucket(ray.get(ref)).items()}
+    initial = AutoModelForCausalLM.from_pretrained(model_path).state_dict()
+    written = AutoModelForCausalLM.from_pretrained(policy.path).state_dict()
+    assert set(initial) <= set(sent)
+    assert sum(not torch.equal(sent[k], initial[k]) for k in initial) >= len(initial) // 2  # it trained
+    for name in initial:
+        assert torch.equal(written[name], sent[name]), name  # the folder and the buckets agree
 
 
 @pytest.fixture(scope="module")
