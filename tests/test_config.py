@@ -36,7 +36,7 @@ def test_unknown_key_is_one_line_naming_it(tmp_path):
 
 
 def test_wrong_value_names_key_and_allowed_values():
-    with pytest.raises(ConfigError, match=r"^config algorithm: must be one of 'dpo' or 'kto' \(got 'ppo'\)$"):
+    with pytest.raises(ConfigError, match=r"^config algorithm: must be one of 'dpo', 'kto' or 'modpo' \(got 'ppo'\)$"):
         load_config(overrides=["algorithm=ppo"])
     with pytest.raises(ConfigError, match=r"config judges\[0\]\.replicas: .*greater than or equal to 1 \(got 0\)"):
         load_config(overrides=["judges.0.replicas=0"])

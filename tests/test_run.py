@@ -3,6 +3,7 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from raylign.cli import main
 from raylign.config import load_config
@@ -107,9 +108,11 @@ def test_cli_names_a_missing_prompt_file(capsys, tmp_path):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_default_run_gets_safer_without_refusing_the_harmless(tmp_path, local_ray, model_path):
-    """The embedded default, two cycles instead of three: the direction of the trade-off."""
-    cfg = load_config(overrides=["cycles=2", f"model.path={model_path}"])
+@pytest.mark.parametrize("world_size", [1, 2], ids=["1-rank", "2-rank-zero3"])
+def test_default_run_gets_safer_without_refusing_the_harmless(tmp_path, local_ray, model_path, world_size):
+    """The embedded default, two cycles instead of three: the direction of the trade-off, on one
+    learner rank and on a two-rank ZeRO-3 group."""
+    cfg = load_config(overrides=["cycles=2", f"model.path={model_path}", f"learner.world_size={world_size}"])
     records = Driver(cfg, tmp_path, log=lambda _: None).run()
     first, last = records[0], records[-1]
     assert last["safety_score"] >= 1.15 * first["safety_score"]

@@ -144,3 +144,16 @@ def test_kto_one_step_on_two_ranks_equals_one_rank(local_ray, model_path, tmp_pa
     two, _, _ = one_step(model_path, tmp_path, world_size=2, algorithm="kto", zero_stage=2)
     one, _, _ = one_step(model_path, tmp_path, world_size=1, algorithm="kto", zero_stage=2)
     assert abs(two[0].mean_loss - one[0].mean_loss) < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_one_bf16_step_on_a_gpu_with_nccl(local_ray, model_path, tmp_path):
+    cfg = LearnerConfig(world_size=1, num_gpus=1, batch_size=8, epochs=1)
+    group = LearnerGroup(model_path, "bfloat16", cfg, seed=0, timeout_s=600)
+    try:
+        (info,) = group.ready()
+        assert info["backend"] == "nccl"
+        (result,) = group.call("train", "dpo", fixed_pairs(), 1, str(tmp_path), BASE, KTOWeights(1.0, 1.0))
+    finally:
+        group.shutdown()
+    assert result.steps == 1 and result.mean_loss == result.mean_loss  # not NaN
