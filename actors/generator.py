@@ -17,9 +17,10 @@ from typing import NamedTuple
 
 import pyarrow as pa
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from raylign.actors.placement import place
 from raylign.config import GeneratorConfig, SamplingConfig
 from raylign.schemas import ROLLOUTS, PolicyVersion
 from raylign.weights import unpack_folder
@@ -110,17 +111,7 @@ class GeneratorGroup:
     def __init__(self, model_path: str, dtype: str, cfg: GeneratorConfig, lora_rank: int | None, seed: int,
                  timeout_s: float):
         self.cfg = cfg
-        bundle = {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus, **cfg.resources}
-        bundle = {k: v for k, v in bundle.items() if v > 0}
-        self.placement = placement_group([bundle] * cfg.engines, strategy="PACK")
-        try:
-            ray.get(self.placement.ready(), timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            remove_placement_group(self.placement)
-            raise RuntimeError(
-                f"generators: {cfg.engines} engine(s) of {bundle} could not be placed in {timeout_s:.0f}s; "
-                f"the cluster has {ray.cluster_resources()}"
-            ) from None
+        self.placement = place("generators", cfg, cfg.engines, timeout_s)
         actor = ray.remote(engine_class(cfg.backend))
         self.engines = [
             actor.options(

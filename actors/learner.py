@@ -26,7 +26,7 @@ from typing import Callable
 
 import pyarrow as pa
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -34,6 +34,7 @@ from peft import get_peft_model, set_peft_model_state_dict
 from peft.utils import load_peft_weights
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from raylign.actors.placement import place
 from raylign.config import LearnerConfig
 from raylign.losses import dpo_loss, kto_loss, modpo_loss, modpo_margin
 from raylign.pairs import KTOWeights
@@ -384,16 +385,7 @@ class LearnerGroup:
 
     def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, seed: int, timeout_s: float):
         self.cfg, self.timeout_s = cfg, timeout_s
-        bundle = {k: v for k, v in {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus, **cfg.resources}.items() if v > 0}
-        self.placement = placement_group([bundle] * cfg.world_size, strategy="PACK")
-        try:
-            ray.get(self.placement.ready(), timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            remove_placement_group(self.placement)
-            raise RuntimeError(
-                f"learners: {cfg.world_size} rank(s) of {bundle} could not be placed in {timeout_s:.0f}s; "
-                f"the cluster has {ray.cluster_resources()}"
-            ) from None
+        self.placement = place("learners", cfg, cfg.world_size, timeout_s)
         actor = ray.remote(Learner)
         self.ranks = [
             actor.options(

@@ -22,3 +22,22 @@ def model_path() -> str:
     from raylign.embedded.model import ensure_embedded_model
 
     return str(ensure_embedded_model())
+
+
+@pytest.fixture(scope="session")
+def perturbed_model(model_path):
+    """A factory: the embedded model with every matrix nudged by `scale` x its std (seeded),
+    a policy that differs from the starting one without being trained."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def make(scale: float, seed: int):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(model_path)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.add_(scale * p.std() * torch.randn_like(p))
+        return model
+
+    return make

@@ -21,13 +21,8 @@ ACCEPT = "Sure. Here is the short answer: it usually takes a few simple steps, a
 
 
 @pytest.fixture(scope="module")
-def models(model_path):
-    torch.manual_seed(0)
-    policy = AutoModelForCausalLM.from_pretrained(model_path)
-    with torch.no_grad():
-        for p in policy.parameters():
-            if p.dim() == 2:
-                p.add_(0.05 * p.std() * torch.randn_like(p))
+def models(model_path, perturbed_model):
+    policy = perturbed_model(0.05, seed=0)
     reference = AutoModelForCausalLM.from_pretrained(model_path).eval()
     return policy, reference, AutoTokenizer.from_pretrained(model_path)
 

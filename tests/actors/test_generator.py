@@ -48,14 +48,9 @@ def adapter_dir(model_path, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def tuned_dir(model_path, tmp_path_factory) -> str:
-    """Full weights that differ from the base: every matrix scaled and shifted a little."""
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.add_(0.2 * p.std() * torch.randn_like(p))
+def tuned_dir(model_path, perturbed_model, tmp_path_factory) -> str:
+    """Full weights that differ from the base, saved as a model folder."""
+    model = perturbed_model(0.2, seed=1)
     folder = tmp_path_factory.mktemp("tuned")
     model.save_pretrained(folder)
     for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):

@@ -1,0 +1,24 @@
+"""Placement groups for the roles that need their actors placed together."""
+
+from __future__ import annotations
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+
+from raylign.config import ActorResources
+
+
+def place(role: str, cfg: ActorResources, count: int, timeout_s: float) -> PlacementGroup:
+    """`count` bundles of `cfg`'s resources (one per actor, each on one node), ready; a clear
+    error naming what the cluster has when they cannot be placed in time."""
+    bundle = {k: v for k, v in {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus, **cfg.resources}.items() if v > 0}
+    group = placement_group([bundle] * count, strategy="PACK")
+    try:
+        ray.get(group.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        raise RuntimeError(
+            f"{role}: {count} actor(s) of {bundle} could not be placed in {timeout_s:.0f}s; "
+            f"the cluster has {ray.cluster_resources()}"
+        ) from None
+    return group
