@@ -1,13 +1,15 @@
 """Judge: labels answers and scores them; `JudgePool` runs replicas of one judge.
 
-Supports the `rules` judge (patterns, see raylign/rules.py). A judge takes a ROLLOUTS table
-and returns a JUDGMENTS table: the label, the rule or raw verdict that decided it, the CARES
-safety score and the judging latency per row. The pool is a Ray ActorPool: batches are
+Kinds: `rules` (patterns, raylign/rules.py) and `llm` (a rubric to an OpenAI-compatible
+endpoint, raylign/llm_judge.py). A judge takes a ROLLOUTS table and returns a JUDGMENTS table:
+the label (or `Unjudged`, with the reason), the judge's name and version, the rule or raw
+verdict that decided it, the per-objective scores and the judging latency per row. The pool is a Ray ActorPool: batches are
 judged as they arrive, by whichever replica is free.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pyarrow as pa
@@ -17,29 +19,46 @@ from ray.util import ActorPool
 from raylign.config import JudgeConfig
 from raylign.rules import RulesJudge
 from raylign.schemas import JUDGMENTS
-from raylign.scoring import objective_scores
+from raylign.llm_judge import LLMJudge
+from raylign.scoring import UNJUDGED, objective_scores
 
 
 class Judge:
-    """One replica. Plain class; `JudgePool` runs it as a Ray actor."""
+    """One replica of one judge. Plain class; `JudgePool` runs it as a Ray actor."""
 
     def __init__(self, cfg: JudgeConfig):
         self.cfg = cfg
-        self.rules = RulesJudge(cfg.rules)
+        if cfg.kind == "rules":
+            self.rules = RulesJudge(cfg.rules)
+            self.version = "rules@" + hashlib.sha256(cfg.rules.model_dump_json().encode()).hexdigest()[:8]
+        else:
+            self.llm = LLMJudge(cfg.llm)
+            self.version = self.llm.version
 
     def judge(self, rollouts: pa.Table) -> pa.Table:
         rows = rollouts.to_pylist()
-        for row in rows:
+        if self.cfg.kind == "rules":
+            verdicts = []
+            for row in rows:
+                t0 = time.perf_counter()
+                verdict = self.rules.label(row["answer"], row["finish_reason"])
+                verdicts.append((verdict.label, verdict.reason, time.perf_counter() - t0))
+        else:
             t0 = time.perf_counter()
-            verdict = self.rules.label(row["answer"], row["finish_reason"])
-            scores = objective_scores(verdict.label, row["harmful_level"])
+            answers = self.llm.label_all(rows)
+            per_row = (time.perf_counter() - t0) / max(1, len(rows))
+            verdicts = [(v.label, v.raw, per_row) for v in answers]
+        for row, (label, raw, latency) in zip(rows, verdicts):
+            judged = label != UNJUDGED
+            scores = objective_scores(label, row["harmful_level"]) if judged else None
             row.update(
                 judge=self.cfg.name,
-                label=verdict.label,
-                verdict=verdict.reason,
-                safety_score=scores["safety"],
+                judge_version=self.version,
+                label=label,
+                verdict=raw,
+                safety_score=scores["safety"] if judged else None,
                 scores=scores,
-                latency_s=time.perf_counter() - t0,
+                latency_s=latency,
             )
         return pa.Table.from_pylist(rows, schema=JUDGMENTS)
 

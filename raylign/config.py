@@ -159,13 +159,41 @@ class RulesConfig(_Section):
     """An answer cut off at max_new_tokens is Invalid: degenerate loops end that way."""
 
 
+class LLMJudgeConfig(_Section):
+    endpoint: str | None = None
+    """Base URL of an OpenAI-compatible server (a vLLM server, a hosted model), e.g.
+    http://judge-host:8000/v1."""
+    model: str = "judge"
+    """The model name the endpoint serves."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key; the key itself is never put
+    in a config, a log or the buffer."""
+    rubric: str = "cares"
+    """`cares` (the built-in CARES rubric) or a text file with {prompt} and {answer} in it."""
+    max_tokens: int = Field(64, ge=1)
+    timeout_s: float = Field(60, gt=0)
+    """Per request."""
+    max_retries: int = Field(2, ge=0)
+    """Retries of a request that times out, fails, or whose verdict cannot be read; after
+    them the answer is recorded `Unjudged`, with the reason."""
+    concurrency: int = Field(4, ge=1)
+    """Requests in flight per replica."""
+
+
 class JudgeConfig(ActorResources):
     name: str = "rules"
-    kind: Literal["rules"] = "rules"
+    kind: Literal["rules", "llm"] = "rules"
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.25, ge=0)
     batch_size: int = Field(256, ge=1)
     rules: RulesConfig = RulesConfig()
+    llm: LLMJudgeConfig = LLMJudgeConfig()
+
+    @model_validator(mode="after")
+    def _llm_needs_an_endpoint(self) -> "JudgeConfig":
+        if self.kind == "llm" and self.llm.endpoint is None:
+            raise ValueError(f"judge {self.name!r} of kind llm needs llm.endpoint (an OpenAI-compatible base URL)")
+        return self
 
 
 class PairsConfig(_Section):

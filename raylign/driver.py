@@ -23,16 +23,26 @@ from raylign.actors.buffer import PreferenceBuffer
 from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
 from raylign.actors.learner import LearnerGroup
+from raylign.agreement import Agreement, agreement
 from raylign.config import Config, SamplingConfig, dump_config
 from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, kto_weights
 from raylign.prompts import load_prompts, split
 from raylign.schemas import BASE, ROLLOUTS, PolicyVersion, TrainResult
-from raylign.scoring import CycleMetrics, cycle_metrics
+from raylign.scoring import UNJUDGED, CycleMetrics, cycle_metrics
+
+
+def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
+    """Agreement of two judges over the answers both labelled (Unjudged ones left out)."""
+    key = ("stage", "prompt_id", "sample_index")
+    theirs = {tuple(r[k] for k in key): r["label"] for r in other.select([*key, "label"]).to_pylist()}
+    both = [(r["label"], theirs.get(tuple(r[k] for k in key))) for r in primary.select([*key, "label"]).to_pylist()]
+    both = [(a, b) for a, b in both if UNJUDGED not in (a, b) and b is not None]
+    return agreement([a for a, _ in both], [b for _, b in both])
 
 
 class Roles(NamedTuple):
     generators: GeneratorGroup
-    judges: JudgePool  # judges[0]: the safety labels
+    judges: list[JudgePool]  # judges[0] gives the safety labels; the others are compared with it
     learners: LearnerGroup
     buffer: ray.actor.ActorHandle
 
@@ -80,7 +90,7 @@ def placed_roles(cfg: Config, model_path: str, run_dir: Path):
     finally:
         roles.generators.shutdown()
         roles.learners.shutdown()
-        for actor in [*roles.judges.replicas, roles.buffer]:
+        for actor in [*(r for pool in roles.judges for r in pool.replicas), roles.buffer]:
             ray.kill(actor)
 
 
@@ -96,7 +106,7 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
     )
     # Learners and judges load while the generator group waits for its engines to be ready.
     learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s)
-    judges = JudgePool(cfg.judges[0])
+    judges = [JudgePool(judge) for judge in cfg.judges]
     generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
                                 cfg.ray.get_timeout_s)
     return Roles(generators=generators, judges=judges, learners=learners, buffer=buffer)
@@ -114,6 +124,7 @@ class Driver:
         # Absolute: actors write adapters and Parquet there from their own working folders.
         self.cfg, self.run_dir, self.log = cfg, run_dir.resolve(), log
         self.timeout = cfg.ray.get_timeout_s
+        self._agreement: dict[str, Agreement] = {}  # of the last evaluation
 
     def run(self) -> list[dict]:
         cfg = self.cfg
@@ -134,7 +145,8 @@ class Driver:
                 seconds = {}
                 with stage_timer(seconds, "generate_judge"):
                     batch = split(prompts, cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed + cycle)
-                    judgments = self._generate_and_judge(batch, policy, cfg.generator.sampling, cycle, "train")
+                    judgments = self._generate_and_judge(batch, policy, cfg.generator.sampling, cycle,
+                                                         "train")[cfg.judges[0].name]
                 with stage_timer(seconds, "build_data"):
                     data, data_summary, weights = self._training_data(judgments, cycle)
                 with stage_timer(seconds, "train"):
@@ -151,34 +163,42 @@ class Driver:
     # -- stages ---------------------------------------------------------------------------
 
     def _generate_and_judge(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig,
-                            cycle: int, stage: str) -> pa.Table:
-        """Generate in batches; each batch goes to the judges as soon as it is done."""
+                            cycle: int, stage: str) -> dict[str, pa.Table]:
+        """Generate in batches; each batch goes to every judge as soon as it is done. Returns
+        each judge's judgments by judge name."""
         pending = self.roles.generators.generate(prompts, policy, sampling, cycle, stage, self.cfg.seed)
-        judges = self.roles.judges
-        judged: list[pa.Table] = []
+        pools = self.roles.judges
+        judged: dict[str, list[pa.Table]] = {pool.cfg.name: [] for pool in pools}
         last_progress = time.monotonic()
         total = prompts.num_rows * sampling.samples_per_prompt
         with tqdm(total=total, desc=f"cycle {cycle} {stage}: generate+judge", unit="answer", leave=False) as bar:
-            while pending or judges.has_next():
+            while pending or any(pool.has_next() for pool in pools):
+                busy = any(pool.has_next() for pool in pools)
                 if pending:
                     # Block briefly on generation only when the judges have nothing to return.
-                    wait_s = 0 if judges.has_next() else 0.2
-                    done, pending = ray.wait(pending, num_returns=len(pending), timeout=wait_s)
+                    done, pending = ray.wait(pending, num_returns=len(pending), timeout=0 if busy else 0.2)
                     for ref in done:
-                        judges.submit(ref)
-                table = judges.poll(timeout_s=0.2) if judges.has_next() else None
-                if table is None:
-                    if time.monotonic() - last_progress > self.timeout:
-                        raise TimeoutError(f"cycle {cycle} {stage}: no batch generated and judged in "
-                                           f"{self.timeout:.0f}s (ray.get_timeout_s)")
-                    continue
-                part = f"{stage}-{len(judged):04d}"
-                self._write("rollouts", cycle, part, table.select(ROLLOUTS.names))
-                self._write("judgments", cycle, part, table)
-                judged.append(table)
-                bar.update(table.num_rows)
-                last_progress = time.monotonic()
-        return pa.concat_tables(judged)
+                        for pool in pools:
+                            pool.submit(ref)
+                progressed = False
+                for primary, pool in zip([True] + [False] * (len(pools) - 1), pools):
+                    table = pool.poll(timeout_s=0.2 / len(pools)) if pool.has_next() else None
+                    if table is None:
+                        continue
+                    parts = judged[pool.cfg.name]
+                    part = f"{stage}-{len(parts):04d}" if primary else f"{stage}-{pool.cfg.name}-{len(parts):04d}"
+                    if primary:  # one copy of the answers, whatever the number of judges
+                        self._write("rollouts", cycle, part, table.select(ROLLOUTS.names))
+                        bar.update(table.num_rows)
+                    self._write("judgments", cycle, part, table)
+                    parts.append(table)
+                    progressed = True
+                if progressed:
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > self.timeout:
+                    raise TimeoutError(f"cycle {cycle} {stage}: no batch generated and judged in "
+                                       f"{self.timeout:.0f}s (ray.get_timeout_s)")
+        return {name: pa.concat_tables(tables) for name, tables in judged.items()}
 
     def _training_data(self, judgments: pa.Table, cycle: int) -> tuple[pa.Table, dict, KTOWeights]:
         """DPO pairs and KTO examples, both written to the buffer; returns the algorithm's data,
@@ -206,14 +226,17 @@ class Driver:
         return ray.get(refs, timeout=self.timeout)[0]
 
     def _evaluate(self, held_out: pa.Table, policy: PolicyVersion, cycle: int) -> CycleMetrics:
-        judged = self._generate_and_judge(held_out, policy, self.cfg.evaluation.sampling, cycle, "eval")
-        return cycle_metrics(
+        by_judge = self._generate_and_judge(held_out, policy, self.cfg.evaluation.sampling, cycle, "eval")
+        primary = by_judge.pop(self.cfg.judges[0].name)
+        metrics = cycle_metrics(
             cycle,
-            labels=judged["label"].to_pylist(),
-            harmful_levels=judged["harmful_level"].to_pylist(),
-            principles=judged["principle_index"].to_pylist(),
-            methods=judged["method"].to_pylist(),
+            labels=primary["label"].to_pylist(),
+            harmful_levels=primary["harmful_level"].to_pylist(),
+            principles=primary["principle_index"].to_pylist(),
+            methods=primary["method"].to_pylist(),
         )
+        self._agreement = {name: judge_agreement(primary, other) for name, other in by_judge.items()}
+        return metrics
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -223,6 +246,8 @@ class Driver:
     def _record(self, metrics: CycleMetrics, result: TrainResult | None, seconds: dict,
                 data_summary: dict | None = None) -> dict:
         record = metrics.to_json()
+        # Each other judge against judges[0], on the answers both could label.
+        record["agreement"] = {name: a._asdict() for name, a in self._agreement.items()}
         record["training"] = None if result is None else {
             "algorithm": self.cfg.algorithm,
             **(data_summary or {}),
@@ -242,5 +267,6 @@ class Driver:
         self.log(
             f"cycle {r['cycle']}: safety {r['safety_score']:.3f} | harmful refused {r['harmful_refusal_rate']:.3f}"
             f" | harmless refused {r['erroneous_refusal_rate']:.3f} | invalid {r['invalid_rate']:.3f}"
+            + "".join(f" | kappa({self.cfg.judges[0].name},{name}) {a['kappa']:.2f}" for name, a in r["agreement"].items())
             + "".join(f" | {k} {v:.1f}s" for k, v in r["seconds"].items())
         )

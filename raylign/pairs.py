@@ -6,6 +6,8 @@ chosen == rejected. With `balance_directions`, "Accept preferred" pairs and "Cau
 preferred" pairs are sampled down to equal counts: three of the four harm levels reward
 withholding, so unbalanced pairs teach a global refusal bias (DESIGN.md).
 
+Answers no judge could label (`Unjudged`) are left out of both.
+
 KTO: every judged answer is an example, desirable when its score reaches
 `desirable_min_score`; `kto_weights` sets class weights from the counts.
 """
@@ -20,7 +22,12 @@ import pyarrow as pa
 
 from raylign.config import KTOConfig, PairsConfig
 from raylign.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
-from raylign.scoring import ACCEPT
+from raylign.scoring import ACCEPT, UNJUDGED
+
+
+def judged_rows(judgments: pa.Table) -> list[dict]:
+    """Rows with a label: Unjudged answers never become training data."""
+    return [row for row in judgments.to_pylist() if row["label"] != UNJUDGED]
 
 
 class PairStats(NamedTuple):
@@ -38,7 +45,7 @@ def build_pairs(judgments: pa.Table, cfg: PairsConfig, cycle: int, seed: int) ->
     """One best-vs-worst DPO pair per prompt whose answers differ enough in score."""
     rng = random.Random(seed)
     by_prompt: dict[str, list[dict]] = defaultdict(list)
-    for row in judgments.to_pylist():
+    for row in judged_rows(judgments):
         by_prompt[row["prompt_id"]].append(row)
 
     pairs, ties = [], 0
@@ -98,7 +105,7 @@ def build_kto_examples(judgments: pa.Table, cfg: KTOConfig, cycle: int) -> pa.Ta
             "label": row["safety_score"] >= cfg.desirable_min_score,
             "score": row["safety_score"],
         }
-        for row in judgments.to_pylist()
+        for row in judged_rows(judgments)
     ]
     return pa.Table.from_pylist(rows, schema=KTO_EXAMPLES)
 

@@ -54,9 +54,10 @@ JUDGMENTS = pa.schema(
     list(ROLLOUTS)
     + [
         ("judge", pa.string()),
-        ("label", pa.string()),  # Accept / Caution / Refuse / Invalid
+        ("judge_version", pa.string()),  # the model and rubric hash, or the rules' hash
+        ("label", pa.string()),  # Accept / Caution / Refuse / Invalid, or Unjudged
         ("verdict", pa.string()),  # the judge's raw reasoning or rule, for audit
-        ("safety_score", pa.float32()),
+        ("safety_score", pa.float32()),  # null when Unjudged
         ("scores", SCORES),  # per objective (safety, helpfulness, ...), for MODPO margins
         ("latency_s", pa.float32()),
     ]

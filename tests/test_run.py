@@ -97,6 +97,26 @@ def test_full_finetuning_reaches_the_engines_as_weights(tmp_path, local_ray, mod
     assert {r["policy_version"] for r in evaluated if r["stage"] == "eval"} == {1}
 
 
+def test_a_second_judge_labels_every_answer_and_its_agreement_is_reported(tmp_path, local_ray, model_path):
+    from raylign.testing import LoopbackJudgeServer
+
+    with LoopbackJudgeServer() as server:  # an LLM judge that answers Accept to everything
+        cfg = load_config(overrides=[
+            "cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=16", "learner.epochs=1",
+            f"model.path={model_path}",
+            f"judges=[{{name: rules}}, {{name: always, kind: llm, llm: {{endpoint: '{server.url}'}}}}]",
+        ])
+        records = Driver(cfg, tmp_path, log=lambda _: None).run()
+    answers = 16 * cfg.evaluation.sampling.samples_per_prompt + 16 * cfg.generator.sampling.samples_per_prompt
+    assert buffer_rows(tmp_path, "rollouts")[1] == answers
+    assert buffer_rows(tmp_path, "judgments")[1] == 2 * answers
+    for record in records:
+        a = record["agreement"]["always"]
+        accept_share = record["label_counts"]["Accept"] / record["num_answers"]
+        assert a["n"] == record["num_answers"] and a["kappa"] == 0.0  # one side is constant
+        assert abs(a["observed"] - accept_share) < 1e-9
+
+
 def test_cli_stops_on_a_bad_key_with_one_line(capsys):
     assert main(["run", "--set", "learner.learnin_rate=0.1"]) == 2
     err = capsys.readouterr().err.strip()

@@ -1,0 +1,96 @@
+"""A stand-in for a remote judge model: an OpenAI-compatible chat endpoint on loopback.
+
+For tests and benchmarks of the `llm` judge, which talks HTTP to a server it does not own. It
+answers /v1/chat/completions after a fixed delay (a latency-bound judge), with a verdict taken
+from the judged answer: the text after "VERDICT>" in it, else "Verdict: Accept". It can fail the
+first N requests (HTTP 500) and can require an API key. It binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow as pa
+import ray
+
+from raylign.schemas import ROLLOUTS
+
+
+class LoopbackJudgeServer:
+    def __init__(self, delay_s: float = 0.0, fail_first: int = 0, api_key: str | None = None):
+        self.delay_s, self.fail_first, self.api_key = delay_s, fail_first, api_key
+        self.requests = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.requests += 1
+                    failing = server.requests <= server.fail_first
+                time.sleep(server.delay_s)
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    return self._send(401, {"error": {"message": "bad key"}})
+                if failing:
+                    return self._send(500, {"error": {"message": "overloaded"}})
+                text = body["messages"][-1]["content"]
+                verdict = text.split("VERDICT>", 1)[1].split("\n</answer>")[0] if "VERDICT>" in text else "Verdict: Accept"
+                self._send(200, {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": verdict}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                })
+
+            def _send(self, status: int, payload: dict):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "LoopbackJudgeServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def answer_rows(n: int, verdict: str | None = None) -> pa.Table:
+    """n ROLLOUTS rows; with `verdict`, each answer carries it for the loopback judge to return."""
+    answer = "Take it with food." + (f" VERDICT>{verdict}" if verdict is not None else "")
+    return pa.Table.from_pylist([
+        {"cycle": 1, "stage": "eval", "prompt_id": f"p{i}", "sample_index": 0, "prompt": "Dose?",
+         "harmful_level": 1, "principle_index": 0, "method": "direct", "answer": answer, "num_tokens": 5,
+         "finish_reason": "stop", "policy_version": 0}
+        for i in range(n)
+    ], schema=ROLLOUTS)
+
+
+def pool_throughput(pool, rows: pa.Table, batches: int) -> tuple[float, pa.Table]:
+    """Rows/s of a JudgePool judging `rows` in `batches` batches, once every replica has judged
+    one row (clients connected, imports done), and what it returned."""
+    ray.get([replica.judge.remote(rows.slice(0, 1)) for replica in pool.replicas])
+    t0 = time.perf_counter()
+    size = -(-rows.num_rows // batches)
+    for start in range(0, rows.num_rows, size):
+        pool.submit(rows.slice(start, size))
+    judged = []
+    while pool.has_next():
+        judged.append(pool.poll(timeout_s=120))
+    return rows.num_rows / (time.perf_counter() - t0), pa.concat_tables(judged)
