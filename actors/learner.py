@@ -49,7 +49,7 @@ class Learner:
     """One rank of the DeepSpeed group. Plain class; `LearnerGroup` runs it as a Ray actor.
 
     Every rank holds the same seeded model before DeepSpeed partitions it, walks the same
-    seeded batches, and trains on its own slice of each batch (`_shard`); per-example losses
+    seeded batches, and trains on its own slice of each batch (`_rows`); per-example losses
     are summed and scaled so that DeepSpeed's gradient average over ranks is the mean over the
     whole batch, as one rank would compute it."""
 
@@ -59,6 +59,7 @@ class Learner:
         self.model_path, self.dtype = model_path, getattr(torch, dtype)
         self.device = device_for(cfg.num_gpus)
         self.version = 0
+        self._unpublished: dict[str, torch.Tensor] | None = None  # rank 0, full fine-tuning
         self._lock = threading.Lock()
         self._steps_done, self._steps_total = 0, 0
 
@@ -121,7 +122,7 @@ class Learner:
     def shutdown(self) -> None:
         """Drop the engine and collect garbage; the process group is left for the actor's end,
         since destroying a gloo group in a live process can hang (CPU-NOTES)."""
-        self.engine = self.optimizer = self.model = self.reference = None
+        self.engine = self.optimizer = self.model = self.reference = self._unpublished = None
         gc.collect()
 
     def shard_numels(self) -> list[tuple[str, int, int]]:
@@ -184,8 +185,10 @@ class Learner:
             folder = run_dir / "policies" / f"cycle_{cycle:03d}"
             state = self._full_state_dict()
             if self.rank == 0:
-                self.model.save_pretrained(folder, state_dict=state)
+                # A copy: save_pretrained drops tied weights (lm_head) from the dict it is given.
+                self.model.save_pretrained(folder, state_dict=dict(state))
                 self.tokenizer.save_pretrained(folder)
+                self._unpublished = state  # kept for full_weight_buckets: no second gather
         torch.distributed.barrier()
         return PolicyVersion(cycle, self.cfg.finetune, str(folder))
 
@@ -198,11 +201,12 @@ class Learner:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
 
     def full_weight_buckets(self, bucket_bytes: int):
-        """The full weights as safetensors buckets, yielded by rank 0 (raylign/weights.py); the
-        other ranks take part in the gathering and yield nothing."""
-        state = self._full_state_dict()
-        if state is not None:
-            yield from to_buckets(state.items(), bucket_bytes)
+        """Rank 0: the weights it gathered for the last policy, as safetensors buckets
+        (raylign/weights.py). The state dict keeps a tied lm_head, which the engines need."""
+        state, self._unpublished = self._unpublished, None
+        if state is None:
+            raise RuntimeError("no full-weight policy to publish: train a cycle first")
+        yield from to_buckets(state.items(), bucket_bytes)
 
     def _load_policy(self, start: PolicyVersion, run_dir: str) -> None:
         """After an actor restart the model is the initial one: load the policy to train on,
@@ -421,13 +425,9 @@ class LearnerGroup:
         and the bytes go from the learner's node to the engines' without passing through here."""
         if policy.kind == "lora":
             return policy._replace(payload=(self.ranks[0].policy_files.remote(policy),))
-        # Full weights: rank 0 streams buckets into the object store while every rank gathers.
-        streams = [r.full_weight_buckets.options(num_returns="streaming").remote(self.cfg.weight_bucket_mb << 20)
-                   for r in self.ranks]
-        buckets = tuple(streams[0])
-        for stream in streams[1:]:
-            ray.get(list(stream), timeout=self.timeout_s)
-        return policy._replace(payload=buckets)
+        # Full weights: rank 0 streams the buckets into the object store.
+        stream = self.ranks[0].full_weight_buckets.options(num_returns="streaming").remote(self.cfg.weight_bucket_mb << 20)
+        return policy._replace(payload=tuple(stream))
 
     def shutdown(self) -> None:
         ray.wait([r.shutdown.remote() for r in self.ranks], num_returns=len(self.ranks), timeout=60)

@@ -124,7 +124,6 @@ class Driver:
         # Absolute: actors write adapters and Parquet there from their own working folders.
         self.cfg, self.run_dir, self.log = cfg, run_dir.resolve(), log
         self.timeout = cfg.ray.get_timeout_s
-        self._agreement: dict[str, Agreement] = {}  # of the last evaluation
 
     def run(self) -> list[dict]:
         cfg = self.cfg
@@ -138,8 +137,8 @@ class Driver:
             policy = BASE
             seconds: dict[str, float] = {}
             with stage_timer(seconds, "evaluate"):
-                metrics = self._evaluate(held_out, policy, cycle=0)
-            records = [self._record(metrics, None, seconds)]
+                metrics, agreements = self._evaluate(held_out, policy, cycle=0)
+            records = [self._record(metrics, agreements, None, seconds)]
             self._report(records)
             for cycle in range(1, cfg.cycles + 1):
                 seconds = {}
@@ -153,8 +152,8 @@ class Driver:
                     result = self._train(data, cycle, policy, weights)
                 policy = self.roles.learners.publish(result.policy)
                 with stage_timer(seconds, "evaluate"):
-                    metrics = self._evaluate(held_out, policy, cycle)
-                records.append(self._record(metrics, result, seconds, data_summary))
+                    metrics, agreements = self._evaluate(held_out, policy, cycle)
+                records.append(self._record(metrics, agreements, result, seconds, data_summary))
                 self._report(records)
         self.log("\n" + report.format_table(records))
         self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, buffer/, adapters/ or policies/, checkpoints/)")
@@ -225,7 +224,9 @@ class Driver:
                 bar.refresh()
         return ray.get(refs, timeout=self.timeout)[0]
 
-    def _evaluate(self, held_out: pa.Table, policy: PolicyVersion, cycle: int) -> CycleMetrics:
+    def _evaluate(self, held_out: pa.Table, policy: PolicyVersion,
+                  cycle: int) -> tuple[CycleMetrics, dict[str, Agreement]]:
+        """The metrics by judges[0], and each other judge's agreement with it."""
         by_judge = self._generate_and_judge(held_out, policy, self.cfg.evaluation.sampling, cycle, "eval")
         primary = by_judge.pop(self.cfg.judges[0].name)
         metrics = cycle_metrics(
@@ -235,19 +236,18 @@ class Driver:
             principles=primary["principle_index"].to_pylist(),
             methods=primary["method"].to_pylist(),
         )
-        self._agreement = {name: judge_agreement(primary, other) for name, other in by_judge.items()}
-        return metrics
+        return metrics, {name: judge_agreement(primary, other) for name, other in by_judge.items()}
 
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _write(self, table: str, cycle: int, part: str, data: pa.Table) -> int:
         return ray.get(self.roles.buffer.write.remote(table, cycle, part, data), timeout=self.timeout)
 
-    def _record(self, metrics: CycleMetrics, result: TrainResult | None, seconds: dict,
-                data_summary: dict | None = None) -> dict:
+    def _record(self, metrics: CycleMetrics, agreements: dict[str, Agreement], result: TrainResult | None,
+                seconds: dict, data_summary: dict | None = None) -> dict:
         record = metrics.to_json()
         # Each other judge against judges[0], on the answers both could label.
-        record["agreement"] = {name: a._asdict() for name, a in self._agreement.items()}
+        record["agreement"] = {name: a._asdict() for name, a in agreements.items()}
         record["training"] = None if result is None else {
             "algorithm": self.cfg.algorithm,
             **(data_summary or {}),
