@@ -30,6 +30,15 @@ PROMPT_TOO_LONG = "prompt_too_long"
 generated, the row is kept (empty answer, so the judges count it Invalid) and the batch goes on."""
 
 
+class EngineInfo(NamedTuple):
+    """What `ready()` tells of an engine; tests check it stays the same across policy swaps."""
+
+    pid: int
+    engine: int  # id() of the engine object in that process
+    backend: str
+    max_model_len: int
+
+
 class Completion(NamedTuple):
     text: str
     num_tokens: int

@@ -16,7 +16,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, rollout_table
+from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
 from raylign.config import GeneratorConfig, SamplingConfig
 from raylign.schemas import BASE, PolicyVersion, user_turn
 from raylign.sequences import device_for
@@ -42,8 +42,8 @@ class HFGenerator:
     def _load_base(self):
         return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype).to(self.device).eval()
 
-    def ready(self) -> dict:
-        return {"pid": os.getpid(), "engine": id(self.base), "backend": "hf", "max_model_len": self.max_model_len}
+    def ready(self) -> EngineInfo:
+        return EngineInfo(os.getpid(), id(self.base), "hf", self.max_model_len)
 
     def shutdown(self) -> None:
         """Nothing to stop: the model goes with the actor."""

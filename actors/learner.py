@@ -22,7 +22,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pyarrow as pa
 import ray
@@ -43,6 +43,12 @@ from raylign.sequences import Batch, Encoded, collate, device_for, encode, seque
 from raylign.weights import pack_folder, to_buckets
 
 SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+class RankInfo(NamedTuple):
+    rank: int
+    world_size: int
+    backend: str  # gloo or nccl
 
 
 class Learner:
@@ -69,7 +75,7 @@ class Learner:
             s.bind(("", 0))
             return ray.util.get_node_ip_address(), s.getsockname()[1]
 
-    def setup(self, master_addr: str, master_port: int) -> dict:
+    def setup(self, master_addr: str, master_port: int) -> RankInfo:
         """Join the process group, build the model and the DeepSpeed engine; every rank at once."""
         import deepspeed
 
@@ -105,8 +111,7 @@ class Learner:
         if self.cfg.finetune == "full" and self.cfg.reference == "initial":
             frozen = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype).requires_grad_(False)
             self.reference = deepspeed.initialize(model=frozen, config=self._ds_config())[0].module.eval()
-        return {"rank": self.rank, "world_size": torch.distributed.get_world_size(),
-                "backend": torch.distributed.get_backend()}
+        return RankInfo(self.rank, torch.distributed.get_world_size(), torch.distributed.get_backend())
 
     def _ds_config(self) -> dict:
         return {
@@ -402,7 +407,7 @@ class LearnerGroup:
         master_addr, master_port = ray.get(self.ranks[0].address.remote(), timeout=timeout_s)
         self._setup = [r.setup.remote(master_addr, master_port) for r in self.ranks]
 
-    def ready(self) -> list[dict]:
+    def ready(self) -> list[RankInfo]:
         """Waits until every rank has joined the group and built its engine."""
         return ray.get(self._setup, timeout=self.cfg.init_timeout_s + self.timeout_s)
 

@@ -18,7 +18,7 @@ import os
 import pyarrow as pa
 import ray
 
-from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, rollout_table
+from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
 from raylign.config import GeneratorConfig, SamplingConfig
 from raylign.schemas import BASE, PolicyVersion, user_turn
 from raylign.weights import from_bucket
@@ -117,9 +117,8 @@ class VLLMGenerator:
         self.policy = BASE
         self.lora_request = None
 
-    def ready(self) -> dict:
-        """Identifies this engine: tests check it stays the same across policy swaps."""
-        return {"pid": os.getpid(), "engine": id(self.llm), "backend": "vllm", "max_model_len": self.max_model_len}
+    def ready(self) -> EngineInfo:
+        return EngineInfo(os.getpid(), id(self.llm), "vllm", self.max_model_len)
 
     def shutdown(self) -> None:
         # A multiprocess engine core left running when the actor is killed leaks its shared

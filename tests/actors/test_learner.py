@@ -152,7 +152,7 @@ def test_one_bf16_step_on_a_gpu_with_nccl(local_ray, model_path, tmp_path):
     group = LearnerGroup(model_path, "bfloat16", cfg, seed=0, timeout_s=600)
     try:
         (info,) = group.ready()
-        assert info["backend"] == "nccl"
+        assert info.backend == "nccl"
         (result,) = group.call("train", "dpo", fixed_pairs(), 1, str(tmp_path), BASE, KTOWeights(1.0, 1.0))
     finally:
         group.shutdown()
