@@ -89,7 +89,9 @@ class AdapterCache:
             self.folders[policy.key] = self.folders.pop(policy.key)  # now newest
             return self.folders[policy.key], []
         if policy.payload:
-            folder = str(unpack_folder(ray.get(policy.payload[0]), self.root / f"v{policy.version}-{len(self.folders)}"))
+            # A fresh folder each time: a re-trained version must not overwrite a live adapter.
+            fresh = tempfile.mkdtemp(prefix=f"v{policy.version}-", dir=self.root)
+            folder = str(unpack_folder(ray.get(policy.payload[0]), fresh))
         elif policy.path is not None:
             folder = policy.path
         else:

@@ -44,10 +44,7 @@ class Judge:
                 verdict = self.rules.label(row["answer"], row["finish_reason"])
                 verdicts.append((verdict.label, verdict.reason, time.perf_counter() - t0))
         else:
-            t0 = time.perf_counter()
-            answers = self.llm.label_all(rows)
-            per_row = (time.perf_counter() - t0) / max(1, len(rows))
-            verdicts = [(v.label, v.raw, per_row) for v in answers]
+            verdicts = [(v.label, v.raw, v.latency_s) for v in self.llm.label_all(rows)]
         for row, (label, raw, latency) in zip(rows, verdicts):
             judged = label != UNJUDGED
             scores = objective_scores(label, row["harmful_level"]) if judged else None

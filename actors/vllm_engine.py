@@ -151,13 +151,12 @@ class VLLMGenerator:
         return self.lora_requests[policy.key]
 
     def _load_full_weights(self, policy: PolicyVersion) -> None:
-        if policy.payload:
-            self.llm.collective_rpc("raylign_begin_weights")
-            for ref in policy.payload:
-                self.llm.collective_rpc("raylign_load_bucket", args=(ray.get(ref),))
-            self.llm.collective_rpc("raylign_end_weights")
-        else:
+        if not policy.payload:
             raise ValueError(f"full-weight policy version {policy.version} has no payload")
+        self.llm.collective_rpc("raylign_begin_weights")
+        for ref in policy.payload:
+            self.llm.collective_rpc("raylign_load_bucket", args=(ray.get(ref),))
+        self.llm.collective_rpc("raylign_end_weights")
         self.llm.reset_prefix_cache()
         self.weights_key = policy.key
 

@@ -43,6 +43,7 @@ class LLMVerdict(NamedTuple):
     label: str  # Accept / Caution / Refuse, or Unjudged
     raw: str  # the model's text (the last try's), or why there is none
     tries: int
+    latency_s: float  # all tries of this answer, retries included
 
 
 def load_rubric(rubric: str) -> str:
@@ -72,6 +73,7 @@ class LLMJudge:
             return list(pool.map(self.label, rows))
 
     def label(self, row: dict) -> LLMVerdict:
+        t0 = time.perf_counter()
         content = self.rubric.replace("{prompt}", row["prompt"]).replace("{answer}", row["answer"])
         raw = ""
         for attempt in range(1, self.cfg.max_retries + 2):
@@ -87,6 +89,6 @@ class LLMJudge:
                 continue
             label = parse_cares_label(raw)
             if label is not None:
-                return LLMVerdict(label, raw, attempt)
+                return LLMVerdict(label, raw, attempt, time.perf_counter() - t0)
             raw = f"unreadable verdict: {raw}"
-        return LLMVerdict(UNJUDGED, raw, self.cfg.max_retries + 1)
+        return LLMVerdict(UNJUDGED, raw, self.cfg.max_retries + 1, time.perf_counter() - t0)

@@ -66,6 +66,7 @@ def throughput(server, replicas: int, rows: int = 32) -> float:
             ray.kill(replica)
     assert sorted(out["prompt_id"].to_pylist()) == sorted(f"p{i}" for i in range(rows))  # each once
     assert set(out["label"].to_pylist()) == {REFUSE} and set(out["judge"].to_pylist()) == {"llm"}
+    assert min(out["latency_s"].to_pylist()) >= server.delay_s  # each row's own request time
     return rate
 
 
