@@ -21,7 +21,7 @@ from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raylign.actors.placement import place
-from raylign.config import GeneratorConfig, SamplingConfig
+from raylign.config import GeneratorConfig, SamplingConfig, VLLMConfig
 from raylign.schemas import ROLLOUTS, PolicyVersion
 from raylign.weights import unpack_folder
 
@@ -128,7 +128,7 @@ class GeneratorGroup:
             actor.options(
                 num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
                 max_restarts=2, max_task_retries=2,
-                runtime_env={"env_vars": vllm_env(cfg)},
+                runtime_env={"env_vars": vllm_env(cfg.vllm)},
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=i),
             ).remote(model_path, dtype, cfg, lora_rank, seed + i)
             for i in range(cfg.engines)
@@ -153,11 +153,11 @@ class GeneratorGroup:
         return refs
 
 
-def vllm_env(cfg: GeneratorConfig) -> dict[str, str]:
+def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
     """Environment of an engine's process: vLLM reads these at import."""
     return {
         # In-process engine core: ~3 s to start instead of ~20 s, best throughput on CPU, and
         # the weights we load pass to the worker without a copy (CPU-NOTES).
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0" if cfg.vllm.in_process else "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0" if cfg.in_process else "1",
         "VLLM_NO_USAGE_STATS": "1",
     }

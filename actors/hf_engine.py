@@ -88,22 +88,25 @@ class HFGenerator:
             return self.peft, self.peft.disable_adapter()
         return self.peft, contextlib.nullcontext()
 
-    @torch.no_grad()
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
                  stage: str, seed: int) -> pa.Table:
+        rows = prompts.to_pylist()
+        completions = self.answer([r["prompt"] for r in rows], policy, sampling, seed)
+        return rollout_table(rows, completions, cycle, stage, self.policy.version)
+
+    @torch.no_grad()
+    def answer(self, messages: list[str], policy: PolicyVersion, sampling: SamplingConfig,
+               seed: int) -> list[list[Completion]]:
+        """K answers of `policy` to each user message: rollouts, and the judges' rubric prompts."""
         self.load_policy(policy)
         model, policy_context = self._model()
-        rows = prompts.to_pylist()
-        texts = [
-            self.tokenizer.apply_chat_template(user_turn(r["prompt"]), add_generation_prompt=True, tokenize=False)
-            for r in rows
-        ]
+        texts = [self.tokenizer.apply_chat_template(user_turn(m), add_generation_prompt=True, tokenize=False)
+                 for m in messages]
         lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         fits = [n + sampling.max_new_tokens <= self.max_model_len for n in lengths]
         k = sampling.samples_per_prompt
         generated = iter(self._sample(model, policy_context, [t for t, ok in zip(texts, fits) if ok], sampling, seed))
-        completions = [[next(generated) for _ in range(k)] if ok else [NOT_GENERATED] * k for ok in fits]
-        return rollout_table(rows, completions, cycle, stage, self.policy.version)
+        return [[next(generated) for _ in range(k)] if ok else [NOT_GENERATED] * k for ok in fits]
 
     def _sample(self, model, policy_context, texts: list[str], sampling: SamplingConfig, seed: int) -> list[Completion]:
         if not texts:

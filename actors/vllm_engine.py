@@ -168,14 +168,20 @@ class VLLMGenerator:
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
                  stage: str, seed: int) -> pa.Table:
         """K sampled answers of `policy` for each prompt row, as a ROLLOUTS table."""
+        rows = prompts.to_pylist()
+        completions = self.answer([r["prompt"] for r in rows], policy, sampling, seed)
+        return rollout_table(rows, completions, cycle, stage, self.policy.version)
+
+    def answer(self, messages: list[str], policy: PolicyVersion, sampling: SamplingConfig,
+               seed: int) -> list[list[Completion]]:
+        """K answers of `policy` to each user message: rollouts, and the judges' rubric prompts."""
         from vllm import SamplingParams, TokensPrompt
 
         self.load_policy(policy)  # also heals an engine restarted since the last call
-        rows = prompts.to_pylist()
         prompt_ids = [
-            self.tokenizer.apply_chat_template(user_turn(r["prompt"]), add_generation_prompt=True, tokenize=True,
+            self.tokenizer.apply_chat_template(user_turn(m), add_generation_prompt=True, tokenize=True,
                                                return_dict=False)
-            for r in rows
+            for m in messages
         ]
         fits = [len(ids) + sampling.max_new_tokens <= self.max_model_len for ids in prompt_ids]
         params = SamplingParams(
@@ -192,9 +198,8 @@ class VLLMGenerator:
             [TokensPrompt(prompt_token_ids=ids) for ids, ok in zip(prompt_ids, fits) if ok],
             params, lora_request=self.lora_request, use_tqdm=False,
         ))
-        completions = [
+        return [
             [Completion(c.text, len(c.token_ids), c.finish_reason or "length") for c in next(outputs).outputs]
             if ok else [NOT_GENERATED] * sampling.samples_per_prompt
             for ok in fits
         ]
-        return rollout_table(rows, completions, cycle, stage, self.policy.version)

@@ -30,10 +30,9 @@ def main() -> None:
         for replicas in (1, 2, 4):
             cfg = JudgeConfig(name="llm", kind="llm", replicas=replicas, num_cpus=0.25,
                               llm=LLMJudgeConfig(endpoint=server.url, concurrency=1))
-            pool = JudgePool(cfg)
+            pool = JudgePool(cfg, app=f"bench-judges-{replicas}")
             rates[replicas], _ = pool_throughput(pool, answer_rows(args.rows, "Refuse"), batches=4)
-            for replica in pool.replicas:
-                ray.kill(replica)
+            pool.shutdown()
             print(f"  {replicas} replica(s): {rates[replicas]:6.1f} rows/s")
     ray.shutdown()
     print(f"{args.rows} rows, {args.delay}s per request: 4 replicas / 1 = {rates[4] / rates[1]:.2f}x")

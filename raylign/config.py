@@ -160,40 +160,142 @@ class RulesConfig(_Section):
 
 
 class LLMJudgeConfig(_Section):
+    backend: Literal["http", "vllm"] = "http"
+    """`http`: an OpenAI-compatible endpoint (a vLLM server, a hosted model). `vllm`: the
+    judge model on its own vLLM engine inside each judge replica."""
     endpoint: str | None = None
-    """Base URL of an OpenAI-compatible server (a vLLM server, a hosted model), e.g.
-    http://judge-host:8000/v1."""
+    """http: base URL of the server, e.g. http://judge-host:8000/v1."""
     model: str = "judge"
-    """The model name the endpoint serves."""
+    """http: the model name the endpoint serves. vllm: a model folder or hub id."""
     api_key_env: str | None = None
-    """Name of the environment variable that holds the API key; the key itself is never put
-    in a config, a log or the buffer."""
+    """http: name of the environment variable that holds the API key; the key itself is never
+    put in a config, a log or the buffer."""
     rubric: str = "cares"
-    """`cares` (the built-in CARES rubric) or a text file with {prompt} and {answer} in it."""
+    """`cares`, `cares-short`, `therapy` (six therapeutic criteria, 1-5 each), or a text file
+    with {prompt} and {answer} in it (raylign/rubrics.py)."""
+    criteria: list[str] | None = None
+    """A rubric file that scores criteria 1-5 instead of giving a CARES label names them here."""
     max_tokens: int = Field(64, ge=1)
     timeout_s: float = Field(60, gt=0)
-    """Per request."""
+    """http: per request."""
     max_retries: int = Field(2, ge=0)
     """Retries of a request that times out, fails, or whose verdict cannot be read; after
     them the answer is recorded `Unjudged`, with the reason."""
+    retry_temperature: float = Field(0.7, ge=0)
+    """Retries sample at this temperature: a greedy retry would repeat the unreadable reply."""
     concurrency: int = Field(4, ge=1)
-    """Requests in flight per replica."""
+    """http: requests in flight per replica."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """vllm: the judge model's weights dtype."""
+    engine: VLLMConfig = VLLMConfig()
+    """vllm: the judge's engine."""
+
+
+class SelfJudgeConfig(_Section):
+    """The policy judges its own answers through the generators' engines (the paper's
+    self-evaluation ablation): the rubric prompt is answered by the policy that wrote the answer."""
+
+    rubric: str = "cares-short"
+    """Short, so rubric, question and answer fit a small policy's context."""
+    criteria: list[str] | None = None
+    max_tokens: int = Field(8, ge=1)
+    max_retries: int = Field(1, ge=0)
+    retry_temperature: float = Field(0.7, ge=0)
+
+
+class RewardModelConfig(_Section):
+    models: dict[str, str] = {}
+    """{objective: model folder or hub id}, one sequence-classification model per objective.
+    A one-logit model scores its objective as sigmoid(logit). A model whose labels are
+    Accept / Caution / Refuse (its config's id2label) classifies the answer: it gives the
+    judge's CARES label, and with it the safety and helpfulness scores."""
+    max_length: int = Field(512, ge=8)
+    """Tokens of (prompt, answer) the models read; longer inputs are cut from the left of the prompt."""
+    batch_size: int = Field(16, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class EnsembleConfig(_Section):
+    members: list["JudgeConfig"] = []
+    """Judges run inside each ensemble replica, on the same answers."""
+    combine: Literal["vote", "weights"] = "vote"
+    """vote: the label most members give (ties go to the earlier member). weights: the label
+    with the largest summed weight. Scores are the weighted mean, per objective, of the
+    members that give that objective."""
+    weights: list[float] | None = None
+    """One per member; None weighs them equally."""
 
 
 class JudgeConfig(ActorResources):
     name: str = "rules"
-    kind: Literal["rules", "llm"] = "rules"
+    kind: Literal["rules", "llm", "reward_model", "self", "ensemble"] = "rules"
     replicas: int = Field(1, ge=1)
+    """Replicas of this judge, each a Ray Serve replica on its own resources."""
+    min_replicas: int | None = Field(None, ge=1)
+    max_replicas: int | None = Field(None, ge=1)
+    """Both set: the pool autoscales between them by backlog (Ray Serve autoscaling), starting
+    from `replicas`."""
+    target_backlog: float = Field(2.0, gt=0)
+    """Autoscaling: batches waiting or in work per replica that the pool scales to hold."""
+    upscale_delay_s: float = Field(2.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+    look_back_period_s: float = Field(5.0, gt=0)
+    """Autoscaling: the backlog is averaged over this window (Serve's default, 30 s, is slow
+    for cycles of a few minutes)."""
+    metrics_interval_s: float = Field(1.0, gt=0)
+    """Autoscaling: how often replicas and the driver report their backlog."""
+    max_batch_retries: int = Field(2, ge=0)
+    """A batch whose replica crashed or raised is sent again this many times; then its rows
+    are recorded `Unjudged`, with the error."""
     num_cpus: float = Field(0.25, ge=0)
-    batch_size: int = Field(256, ge=1)
     rules: RulesConfig = RulesConfig()
     llm: LLMJudgeConfig = LLMJudgeConfig()
+    self_eval: SelfJudgeConfig = SelfJudgeConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
+    ensemble: EnsembleConfig = Field(default_factory=lambda: EnsembleConfig())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_by_name(cls, data):
+        # `judges: [rules, self]`: a bare kind is a judge of that kind, named after it.
+        return {"name": data, "kind": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
-    def _llm_needs_an_endpoint(self) -> "JudgeConfig":
-        if self.kind == "llm" and self.llm.endpoint is None:
-            raise ValueError(f"judge {self.name!r} of kind llm needs llm.endpoint (an OpenAI-compatible base URL)")
+    def _kind_has_what_it_needs(self) -> "JudgeConfig":
+        if self.kind == "llm" and self.llm.backend == "http" and self.llm.endpoint is None:
+            raise ValueError(f"judge {self.name!r} of kind llm needs llm.endpoint (an OpenAI-compatible base "
+                             "URL), or llm.backend vllm with llm.model a model folder")
+        if self.kind == "reward_model" and not self.reward_model.models:
+            raise ValueError(f"judge {self.name!r} of kind reward_model needs reward_model.models "
+                             "({objective: model folder or hub id})")
+        if self.kind == "ensemble":
+            members, weights = self.ensemble.members, self.ensemble.weights
+            if len(members) < 2:
+                raise ValueError(f"judge {self.name!r} of kind ensemble needs at least two ensemble.members")
+            if weights is not None and (len(weights) != len(members) or min(weights) <= 0):
+                raise ValueError(f"judge {self.name!r}: ensemble.weights needs one positive weight per member")
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError(f"judge {self.name!r}: set both min_replicas and max_replicas to autoscale, or neither")
+        if self.min_replicas is not None and not self.min_replicas <= self.replicas <= self.max_replicas:
+            raise ValueError(f"judge {self.name!r}: replicas {self.replicas} must lie in "
+                             f"[min_replicas {self.min_replicas}, max_replicas {self.max_replicas}]")
         return self
+
+    @property
+    def labels(self) -> bool:
+        """Whether this judge gives CARES labels (and so can be judges[0]), not only scores."""
+        if self.kind == "llm":
+            return not (self.llm.criteria or self.llm.rubric == "therapy")
+        if self.kind == "self":
+            return not (self.self_eval.criteria or self.self_eval.rubric == "therapy")
+        if self.kind == "reward_model":
+            return True  # if one of its models is a CARES classifier: checked when they load
+        if self.kind == "ensemble":
+            return any(m.labels for m in self.ensemble.members)
+        return True
+
+
+EnsembleConfig.model_rebuild()  # members are JudgeConfigs, defined after it
 
 
 class PairsConfig(_Section):
@@ -320,6 +422,9 @@ class Config(_Section):
         names = [j.name for j in self.judges]
         if len(set(names)) != len(names):
             raise ValueError(f"judges[].name must be unique (got {names})")
+        if not self.judges[0].labels:
+            raise ValueError(f"judges[0] ({self.judges[0].name!r}) gives the CARES labels that metrics and pairs "
+                             "use: its rubric must be a CARES one, not criteria scores")
         return self
 
 

@@ -24,7 +24,7 @@ from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
 from raylign.actors.learner import LearnerGroup
 from raylign.agreement import Agreement, agreement
-from raylign.config import Config, SamplingConfig, dump_config
+from raylign.config import Config, ConfigError, SamplingConfig, dump_config
 from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, kto_weights
 from raylign.prompts import load_prompts, split
 from raylign.schemas import BASE, ROLLOUTS, PolicyVersion, TrainResult
@@ -77,6 +77,9 @@ def ray_session(cfg: Config):
         yield
     finally:
         if started:
+            from ray import serve
+
+            serve.shutdown()  # the judge pools' Serve controller, and the handles' reporting
             ray.shutdown()
 
 
@@ -86,12 +89,16 @@ def placed_roles(cfg: Config, model_path: str, run_dir: Path):
     run in the same Ray session (tests, notebooks) finds its CPUs and GPUs free."""
     roles = place_roles(cfg, model_path, run_dir)
     try:
+        if not roles.judges[0].info.labels:
+            raise ConfigError(f"judges[0] ({cfg.judges[0].name!r}) gives no CARES labels, which metrics and pairs "
+                              "need: put a labelling judge first")
         yield roles
     finally:
+        for pool in roles.judges:
+            pool.shutdown()
         roles.generators.shutdown()
         roles.learners.shutdown()
-        for actor in [*(r for pool in roles.judges for r in pool.replicas), roles.buffer]:
-            ray.kill(actor)
+        ray.kill(roles.buffer)
 
 
 def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
@@ -104,11 +111,12 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
         )
         .remote(buffer_root)
     )
-    # Learners and judges load while the generator group waits for its engines to be ready.
     learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s)
-    judges = [JudgePool(judge) for judge in cfg.judges]
     generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
                                 cfg.ray.get_timeout_s)
+    # After the generators: the `self` judge answers through their engines.
+    judges = [JudgePool(judge, f"raylign-{run_dir.name}-{judge.name}", generators.engines, cfg.ray.get_timeout_s)
+              for judge in cfg.judges]
     return Roles(generators=generators, judges=judges, learners=learners, buffer=buffer)
 
 
@@ -178,7 +186,7 @@ class Driver:
                     done, pending = ray.wait(pending, num_returns=len(pending), timeout=0 if busy else 0.2)
                     for ref in done:
                         for pool in pools:
-                            pool.submit(ref)
+                            pool.submit(ref, policy)
                 progressed = False
                 for primary, pool in zip([True] + [False] * (len(pools) - 1), pools):
                     table = pool.poll(timeout_s=0.2 / len(pools)) if pool.has_next() else None

@@ -14,7 +14,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
-import ray
 
 from raylign.schemas import ROLLOUTS
 
@@ -38,7 +37,7 @@ class LoopbackJudgeServer:
                 if failing:
                     return self._send(500, {"error": {"message": "overloaded"}})
                 text = body["messages"][-1]["content"]
-                verdict = text.split("VERDICT>", 1)[1].split("\n</answer>")[0] if "VERDICT>" in text else "Verdict: Accept"
+                verdict = text.split("VERDICT>", 1)[1].split("\n</")[0] if "VERDICT>" in text else "Verdict: Accept"
                 self._send(200, {
                     "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
@@ -85,7 +84,10 @@ def answer_rows(n: int, verdict: str | None = None) -> pa.Table:
 def pool_throughput(pool, rows: pa.Table, batches: int) -> tuple[float, pa.Table]:
     """Rows/s of a JudgePool judging `rows` in `batches` batches, once every replica has judged
     one row (clients connected, imports done), and what it returned."""
-    ray.get([replica.judge.remote(rows.slice(0, 1)) for replica in pool.replicas])
+    for _ in range(pool.cfg.replicas):  # one at a time per replica: each replica takes one
+        pool.submit(rows.slice(0, 1))
+    while pool.has_next():
+        pool.poll(timeout_s=60)
     t0 = time.perf_counter()
     size = -(-rows.num_rows // batches)
     for start in range(0, rows.num_rows, size):

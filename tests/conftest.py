@@ -11,8 +11,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def local_ray():
     import ray
 
+    from ray import serve
+
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield
+    serve.shutdown()  # judge pools are Serve apps; their handles stop reporting with it
     ray.shutdown()
 
 

@@ -1,11 +1,9 @@
 """The llm judge against an OpenAI-compatible endpoint on loopback (raylign/testing.py)."""
 
 import pytest
-import ray
 
-from raylign.actors.judge import JudgePool
+from raylign.actors.judge import JudgePool, make_judge
 from raylign.config import JudgeConfig, LLMJudgeConfig
-from raylign.llm_judge import LLMJudge
 from raylign.scoring import ACCEPT, CAUTION, REFUSE, UNJUDGED
 from raylign.testing import LoopbackJudgeServer, answer_rows, pool_throughput
 
@@ -14,8 +12,20 @@ def row(verdict: str | None) -> dict:
     return answer_rows(1, verdict).to_pylist()[0]
 
 
-def judge(server, **kw) -> LLMJudge:
-    return LLMJudge(LLMJudgeConfig(endpoint=server.url, model="tiny", **kw))
+class OneRow:
+    """The llm judge over HTTP, asked about one answer at a time."""
+
+    def __init__(self, server, **kw):
+        self.judge = make_judge(JudgeConfig(name="llm", kind="llm", llm=LLMJudgeConfig(
+            endpoint=server.url, model="tiny", **kw)), [])
+        self.version = self.judge.version
+
+    def label(self, row: dict):
+        return self.judge.label_all([row])[0]
+
+
+def judge(server, **kw) -> OneRow:
+    return OneRow(server, **kw)
 
 
 @pytest.mark.parametrize("text, label", [
@@ -25,7 +35,8 @@ def judge(server, **kw) -> LLMJudge:
 def test_verdicts_come_back_as_labels(text, label):
     with LoopbackJudgeServer() as server:
         verdict = judge(server).label(row(text))
-    assert (verdict.label, verdict.tries) == (label, 1)
+        assert server.requests == 1
+    assert verdict.label == label
     assert verdict.raw == text
 
 
@@ -33,7 +44,7 @@ def test_garbage_is_retried_then_recorded_unjudged_with_the_text():
     with LoopbackJudgeServer() as server:
         verdict = judge(server, max_retries=2).label(row("I would rather not say"))
         assert server.requests == 3
-    assert verdict.label == UNJUDGED and verdict.tries == 3
+    assert verdict.label == UNJUDGED
     assert verdict.raw == "unreadable verdict: I would rather not say"
 
 
@@ -58,12 +69,11 @@ def test_the_api_key_comes_from_the_environment_and_is_kept_nowhere(monkeypatch)
 def throughput(server, replicas: int, rows: int = 32) -> float:
     cfg = JudgeConfig(name="llm", kind="llm", replicas=replicas, num_cpus=0.25,
                       llm=LLMJudgeConfig(endpoint=server.url, model="tiny", concurrency=1))
-    pool = JudgePool(cfg)
+    pool = JudgePool(cfg, app=f"test-llm-{replicas}")
     try:
         rate, out = pool_throughput(pool, answer_rows(rows, "Refuse"), batches=4)
     finally:
-        for replica in pool.replicas:
-            ray.kill(replica)
+        pool.shutdown()
     assert sorted(out["prompt_id"].to_pylist()) == sorted(f"p{i}" for i in range(rows))  # each once
     assert set(out["label"].to_pylist()) == {REFUSE} and set(out["judge"].to_pylist()) == {"llm"}
     assert min(out["latency_s"].to_pylist()) >= server.delay_s  # each row's own request time

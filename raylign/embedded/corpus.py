@@ -12,6 +12,11 @@ generic topic for its principle.
 styles in equal numbers, so the pretrained policy picks a style uniformly whatever the prompt
 asks: the alignment loop, not pretraining, is what must teach it when to refuse. Held-out
 (`test`) prompts are never in the corpus.
+
+It also holds self-evaluation examples: the `cares-short` rubric about a train prompt and an
+answer in a random style, answered "Verdict: <the style's label>". So the embedded policy can
+judge its own answers (the `self` judge, the paper's self-evaluation ablation), and a run with
+`judges: [rules, self]` shows how far that self-judgment agrees with the rules as it trains.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from __future__ import annotations
 import random
 
 from raylign.embedded.prompt_set import FILLERS
+from raylign.rubrics import load_rubric
 
 STYLES: tuple[str, ...] = ("accept", "caution", "refuse")
+STYLE_LABELS = {"accept": "Accept", "caution": "Caution", "refuse": "Refuse"}  # what the rules judge says
 
 # Templates never start a sentence with {topic}, so a lower-case filler reads right. Three per
 # style, each opening with its own words, so the style is decided in the first tokens.
@@ -91,16 +98,18 @@ def answer(style: str, prompt_row: dict, rng: random.Random) -> str:
 
 
 def pretraining_corpus(
-    prompts: list[dict], seed: int, answers_per_style: int = 2
+    prompts: list[dict], seed: int, answers_per_style: int = 2, verdicts_per_prompt: int = 1
 ) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs for every `train` prompt, `answers_per_style` per style, shuffled."""
+    """(prompt, answer) pairs for every `train` prompt, `answers_per_style` per style, and
+    `verdicts_per_prompt` self-evaluation examples per prompt; shuffled."""
     rng = random.Random(seed)
-    pairs = [
-        (row["prompt"], answer(style, row, rng))
-        for row in prompts
-        if row["split"] == "train"
-        for style in STYLES
-        for _ in range(answers_per_style)
-    ]
+    train = [row for row in prompts if row["split"] == "train"]
+    pairs = [(row["prompt"], answer(style, row, rng)) for row in train for style in STYLES
+             for _ in range(answers_per_style)]
+    rubric = load_rubric("cares-short")
+    for row in train:
+        for _ in range(verdicts_per_prompt):
+            style = rng.choice(STYLES)
+            pairs.append((rubric.fill(row["prompt"], answer(style, row, rng)), f"Verdict: {STYLE_LABELS[style]}"))
     rng.shuffle(pairs)
     return pairs

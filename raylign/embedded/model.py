@@ -5,8 +5,9 @@
 2 cores). It supports:
 - a cache at `$RAYLIGN_CACHE` (default `~/.cache/raylign`), one folder per recipe:
   `models/embedded-<hash>`, where the hash covers the `Recipe`, the source of this module, of
-  `corpus.py` and of `prompt_set.py`, and the transformers major.minor version; a change to
-  any of them builds a new model, and nothing else does;
+  `corpus.py`, `prompt_set.py` and `raylign/rubrics.py` (the self-evaluation rubric), and the
+  transformers major.minor version; a change to any of them builds a new model, and nothing
+  else does;
 - atomic builds (a temporary sibling folder renamed into place, so a crashed build never
   looks finished) under a file lock (two processes never build the same model at once);
 - a byte-level BPE tokenizer trained on the corpus, with `<pad>`, `<|user|>`,
@@ -32,6 +33,7 @@ import torch
 import transformers
 from filelock import FileLock
 
+from raylign import rubrics
 from raylign.embedded import corpus, prompt_set
 
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<pad>"
@@ -59,6 +61,8 @@ class Recipe:
     """Seed of `prompt_set.build_prompt_set`: which prompts the corpus is built from."""
     answers_per_style: int = 2
     """Corpus answers per train prompt and style."""
+    verdicts_per_prompt: int = 1
+    """Self-evaluation examples per train prompt (corpus.py): the `self` judge's rubric."""
     steps: int = 400
     batch_size: int = 32
     learning_rate: float = 3e-3
@@ -80,7 +84,7 @@ def recipe_hash(recipe: Recipe) -> str:
     """Short sha256 of the recipe, the sources that build the model, and transformers' version."""
     digest = hashlib.sha256()
     digest.update(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode())
-    for module in (corpus, prompt_set):
+    for module in (corpus, prompt_set, rubrics):
         digest.update(pathlib.Path(module.__file__).read_bytes())
     digest.update(pathlib.Path(__file__).read_bytes())
     major_minor = ".".join(transformers.__version__.split(".")[:2])
@@ -130,7 +134,7 @@ def ensure_embedded_model(
 def _build(folder: pathlib.Path, recipe: Recipe, log: Callable[[str], None]) -> None:
     started = time.perf_counter()
     prompts = prompt_set.build_prompt_set(recipe.prompt_seed)
-    pairs = corpus.pretraining_corpus(prompts, recipe.seed, recipe.answers_per_style)
+    pairs = corpus.pretraining_corpus(prompts, recipe.seed, recipe.answers_per_style, recipe.verdicts_per_prompt)
     tokenizer = _train_tokenizer(pairs, recipe)
     log(f"embedded model: corpus of {len(pairs)} answers, tokenizer of {len(tokenizer)} tokens "
         f"({time.perf_counter() - started:.1f}s)")

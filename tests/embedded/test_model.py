@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from raylign.config import RulesConfig
 from raylign.embedded import model as embedded
 from raylign.embedded.corpus import STYLES, answer, pretraining_corpus
+from raylign.rubrics import load_rubric
 from raylign.embedded.model import (
     CHAT_TEMPLATE,
     DEFAULT_RECIPE,
@@ -74,13 +75,22 @@ def test_every_answer_template_gets_its_label_from_the_rules_judge(prompts):
 
 
 def test_corpus_is_train_prompts_with_all_styles_in_equal_numbers(prompts):
-    pairs = pretraining_corpus(prompts, seed=0)
+    pairs = pretraining_corpus(prompts, seed=0, verdicts_per_prompt=1)
+    rubric = load_rubric("cares-short")
+    head = rubric.text.split("{prompt}")[0]
+    answers = [(p, a) for p, a in pairs if not p.startswith(head)]
+    verdicts = [(p, a) for p, a in pairs if p.startswith(head)]
     train = {row["prompt"] for row in prompts if row["split"] == "train"}
-    assert {prompt for prompt, _ in pairs} == train  # held-out prompts are never trained on
+    assert {prompt for prompt, _ in answers} == train  # held-out prompts are never trained on
     styles = defaultdict(Counter)
-    for prompt, text in pairs:
+    for prompt, text in answers:
         styles[prompt][JUDGE.label(text).label] += 1
     assert all(counts == {"Accept": 2, "Caution": 2, "Refuse": 2} for counts in styles.values())
+    # One self-evaluation example per train prompt; its verdict is what the rules judge says.
+    assert len(verdicts) == len(train)
+    for prompt, verdict in verdicts:
+        judged_answer = prompt.split("\nA: ", 1)[1]
+        assert rubric.read(verdict).label == JUDGE.label(judged_answer).label
 
 
 # --- the build and the cache -----------------------------------------------------------------
