@@ -47,6 +47,8 @@ def make_judge(cfg: JudgeConfig, engines: list):
         from raylign.rubrics import load_rubric
 
         if cfg.kind == "self":
+            if not engines:
+                raise ValueError(f"judge {cfg.name!r}: the self judge answers through the generators' engines; none given")
             s = cfg.self_eval
             turns = itertools.cycle(engines)
             chat = EngineChat(lambda *args: ray.get(next(turns).answer.remote(*args)), s.max_tokens)
@@ -118,7 +120,7 @@ class JudgePool:
     """One judge's replicas as a Ray Serve application named `app`; batches are judged as they
     are submitted and come back in completion order."""
 
-    def __init__(self, cfg: JudgeConfig, app: str, engines: list = (), timeout_s: float = 1800):
+    def __init__(self, cfg: JudgeConfig, app: str, timeout_s: float, engines: list = ()):
         from ray import serve
 
         from raylign.actors.generator import vllm_env

@@ -9,6 +9,7 @@ writes metrics.json after every cycle.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -42,7 +43,7 @@ def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
 
 class Roles(NamedTuple):
     generators: GeneratorGroup
-    judges: list[JudgePool]  # judges[0] gives the safety labels; the others are compared with it
+    judges: list[JudgePool]  # judges[0] gives the safety labels; every two are compared
     learners: LearnerGroup
     buffer: ray.actor.ActorHandle
 
@@ -115,7 +116,7 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
     generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
                                 cfg.ray.get_timeout_s)
     # After the generators: the `self` judge answers through their engines.
-    judges = [JudgePool(judge, f"raylign-{run_dir.name}-{judge.name}", generators.engines, cfg.ray.get_timeout_s)
+    judges = [JudgePool(judge, f"raylign-{run_dir.name}-{judge.name}", cfg.ray.get_timeout_s, generators.engines)
               for judge in cfg.judges]
     return Roles(generators=generators, judges=judges, learners=learners, buffer=buffer)
 
@@ -234,9 +235,10 @@ class Driver:
 
     def _evaluate(self, held_out: pa.Table, policy: PolicyVersion,
                   cycle: int) -> tuple[CycleMetrics, dict[str, Agreement]]:
-        """The metrics by judges[0], and each other judge's agreement with it."""
+        """The metrics by judges[0], and the agreement of every two judges that give labels,
+        keyed "first,second" in the config's order."""
         by_judge = self._generate_and_judge(held_out, policy, self.cfg.evaluation.sampling, cycle, "eval")
-        primary = by_judge.pop(self.cfg.judges[0].name)
+        primary = by_judge[self.cfg.judges[0].name]
         metrics = cycle_metrics(
             cycle,
             labels=primary["label"].to_pylist(),
@@ -244,7 +246,9 @@ class Driver:
             principles=primary["principle_index"].to_pylist(),
             methods=primary["method"].to_pylist(),
         )
-        return metrics, {name: judge_agreement(primary, other) for name, other in by_judge.items()}
+        labelling = [pool.cfg.name for pool in self.roles.judges if pool.info.labels]
+        return metrics, {f"{a},{b}": judge_agreement(by_judge[a], by_judge[b])
+                         for a, b in itertools.combinations(labelling, 2)}
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -254,7 +258,7 @@ class Driver:
     def _record(self, metrics: CycleMetrics, agreements: dict[str, Agreement], result: TrainResult | None,
                 seconds: dict, data_summary: dict | None = None) -> dict:
         record = metrics.to_json()
-        # Each other judge against judges[0], on the answers both could label.
+        # Every two labelling judges, on the answers both could label.
         record["agreement"] = {name: a._asdict() for name, a in agreements.items()}
         record["training"] = None if result is None else {
             "algorithm": self.cfg.algorithm,
@@ -275,6 +279,6 @@ class Driver:
         self.log(
             f"cycle {r['cycle']}: safety {r['safety_score']:.3f} | harmful refused {r['harmful_refusal_rate']:.3f}"
             f" | harmless refused {r['erroneous_refusal_rate']:.3f} | invalid {r['invalid_rate']:.3f}"
-            + "".join(f" | kappa({self.cfg.judges[0].name},{name}) {a['kappa']:.2f}" for name, a in r["agreement"].items())
+            + "".join(f" | kappa({pair}) {a['kappa']:.2f}" for pair, a in r["agreement"].items())
             + "".join(f" | {k} {v:.1f}s" for k, v in r["seconds"].items())
         )

@@ -9,7 +9,7 @@ from raylign.config import JudgeConfig, LLMJudgeConfig, RewardModelConfig, load_
 from raylign.ensemble import combine
 from raylign.reward_model import RewardModelJudge
 from raylign.schemas import JUDGMENTS, assistant_turn, user_turn
-from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE, UNJUDGED
+from raylign.scoring import ACCEPT, CAUTION, REFUSE, UNJUDGED
 from raylign.testing import LoopbackJudgeServer, answer_rows
 from raylign.verdicts import THERAPY_CRITERIA, Verdict
 

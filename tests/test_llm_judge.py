@@ -69,7 +69,7 @@ def test_the_api_key_comes_from_the_environment_and_is_kept_nowhere(monkeypatch)
 def throughput(server, replicas: int, rows: int = 32) -> float:
     cfg = JudgeConfig(name="llm", kind="llm", replicas=replicas, num_cpus=0.25,
                       llm=LLMJudgeConfig(endpoint=server.url, model="tiny", concurrency=1))
-    pool = JudgePool(cfg, app=f"test-llm-{replicas}")
+    pool = JudgePool(cfg, app=f"test-llm-{replicas}", timeout_s=300)
     try:
         rate, out = pool_throughput(pool, answer_rows(rows, "Refuse"), batches=4)
     finally:

@@ -97,21 +97,51 @@ def test_full_finetuning_reaches_the_engines_as_weights(tmp_path, local_ray, mod
     assert {r["policy_version"] for r in evaluated if r["stage"] == "eval"} == {1}
 
 
-def test_a_second_judge_labels_every_answer_and_its_agreement_is_reported(tmp_path, local_ray, model_path):
+def test_a_second_judge_labels_every_answer_even_when_a_replica_dies_mid_cycle(tmp_path, local_ray, model_path):
+    """An LLM judge of two replicas beside the rules; one replica is killed while the cycle's
+    training answers are being judged. The cycle finishes, every answer is judged once by each
+    judge, and the second judge's agreement with the first is reported."""
+    import threading
+    import time
+
+    import ray
+
     from raylign.testing import LoopbackJudgeServer
 
-    with LoopbackJudgeServer() as server:  # an LLM judge that answers Accept to everything
+    with LoopbackJudgeServer(delay_s=0.01) as server:  # an LLM judge that answers Accept to everything
         cfg = load_config(overrides=[
             "cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=16", "learner.epochs=1",
-            f"model.path={model_path}",
-            f"judges=[{{name: rules}}, {{name: always, kind: llm, llm: {{endpoint: '{server.url}'}}}}]",
+            "generator.batch_size=4", f"model.path={model_path}",
+            f"judges=[{{name: rules}}, {{name: always, kind: llm, replicas: 2, llm: {{endpoint: '{server.url}'}}}}]",
         ])
+        eval_answers = 16 * cfg.evaluation.sampling.samples_per_prompt
+        train_answers = 16 * cfg.generator.sampling.samples_per_prompt
+        killed = []
+
+        def kill_one_replica_during_training_judging():
+            while server.requests < eval_answers + train_answers // 3:
+                time.sleep(0.005)
+            prefix = f"SERVE_REPLICA::raylign-{tmp_path.name}-always#"
+            name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix))
+            ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+            killed.append((name, server.requests))
+
+        killer = threading.Thread(target=kill_one_replica_during_training_judging, daemon=True)
+        killer.start()
         records = Driver(cfg, tmp_path, log=lambda _: None).run()
-    answers = 16 * cfg.evaluation.sampling.samples_per_prompt + 16 * cfg.generator.sampling.samples_per_prompt
+        killer.join(timeout=5)
+    print(f"killed {killed}; the endpoint answered {server.requests} requests for "
+          f"{2 * eval_answers + train_answers} answers")
+    assert killed and killed[0][1] < eval_answers + train_answers  # during the training answers
+    answers = eval_answers + train_answers
     assert buffer_rows(tmp_path, "rollouts")[1] == answers
-    assert buffer_rows(tmp_path, "judgments")[1] == 2 * answers
+    judged = [r for cycle in (0, 1) for r in pq.read_table(tmp_path / "buffer" / "judgments" / f"cycle={cycle}").to_pylist()]
+    for judge in ("rules", "always"):
+        keys = [(r["cycle"], r["stage"], r["prompt_id"], r["sample_index"]) for r in judged if r["judge"] == judge]
+        assert len(keys) == len(set(keys)) == eval_answers + answers  # cycles 0 and 1, each answer once
+    assert {r["label"] for r in judged if r["judge"] == "always"} == {"Accept"}  # none lost: none Unjudged
     for record in records:
-        a = record["agreement"]["always"]
+        a = record["agreement"]["rules,always"]
         accept_share = record["label_counts"]["Accept"] / record["num_answers"]
         assert a["n"] == record["num_answers"] and a["kappa"] == 0.0  # one side is constant
         assert abs(a["observed"] - accept_share) < 1e-9
@@ -139,3 +169,28 @@ def test_default_run_gets_safer_without_refusing_the_harmless(tmp_path, local_ra
     assert last["harmful_refusal_rate"] > first["harmful_refusal_rate"] + 0.1
     assert last["erroneous_refusal_rate"] <= first["erroneous_refusal_rate"] + 0.10
     assert last["invalid_rate"] < 0.1
+
+
+def test_the_embedded_default_with_a_self_judge_prints_its_kappa_every_cycle(tmp_path, local_ray, model_path):
+    """`judges: [rules, self]`: the policy labels its own answers (the paper's self-evaluation
+    ablation), and each cycle reports how far it agrees with the rules."""
+    lines = []
+    cfg = load_config(overrides=[
+        "cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=24", "learner.epochs=2",
+        f"model.path={model_path}", "judges=[rules, self]",
+    ])
+    records = Driver(cfg, tmp_path, log=lines.append).run()
+    cycle_lines = [line for line in lines if line.startswith("cycle ")]
+    assert len(cycle_lines) == 2 and all(" | kappa(rules,self) " in line for line in cycle_lines)
+    answers = 24 * cfg.evaluation.sampling.samples_per_prompt
+    judged = pq.read_table(tmp_path / "buffer" / "judgments" / "cycle=0").to_pylist()
+    assert len(judged) == 2 * answers  # every answer, by each judge
+    by_self = [r for r in judged if r["judge"] == "self"]
+    assert {r["judge_version"].split("@")[0] for r in by_self} == {"self"}
+    assert all(r["verdict"] and r["latency_s"] > 0 for r in by_self)
+    unreadable = sum(r["label"] == "Unjudged" for r in by_self)
+    first = records[0]["agreement"]["rules,self"]
+    assert first["n"] == answers - unreadable and unreadable <= 0.05 * answers
+    # The starting policy learned the rubric with its answers: it judges them as the rules do.
+    assert first["kappa"] >= 0.8
+    assert f"kappa(rules,self) {first['kappa']:.2f}" in cycle_lines[0]

@@ -7,7 +7,6 @@ that waits a fixed time per request (raylign/testing.py).
 import time
 
 import pyarrow as pa
-import pytest
 import ray
 
 from raylign.actors.judge import JudgePool
@@ -31,7 +30,7 @@ def drain(pool: JudgePool) -> pa.Table:
 
 def test_a_rules_pool_labels_scores_and_versions_every_row(local_ray):
     rows = answer_rows(6)
-    pool = JudgePool(JudgeConfig(name="rules", replicas=2), app="test-rules")
+    pool = JudgePool(JudgeConfig(name="rules", replicas=2), app="test-rules", timeout_s=300)
     try:
         for start in (0, 3):
             pool.submit(ray.put(rows.slice(start, 3)))  # an ObjectRef, as the generators hand them
@@ -48,7 +47,7 @@ def test_a_rules_pool_labels_scores_and_versions_every_row(local_ray):
 def test_a_replica_killed_mid_batch_loses_no_answer_and_judges_none_twice(local_ray):
     rows = answer_rows(40, "Refuse")
     with LoopbackJudgeServer(delay_s=0.1) as server:
-        pool = JudgePool(latency_bound(server, "llm", replicas=2), app="test-kill")
+        pool = JudgePool(latency_bound(server, "llm", replicas=2), app="test-kill", timeout_s=300)
         try:
             victims = pool.replica_actors()
             assert len(victims) == 2
@@ -75,7 +74,7 @@ def test_a_batch_the_judge_fails_on_is_retried_then_recorded_unjudged_with_the_e
     rows = answer_rows(8)
     bad = rows.slice(4, 4).to_pylist()
     bad[0]["harmful_level"] = 9  # no CARES score at this level: the replica raises
-    pool = JudgePool(JudgeConfig(name="rules", max_batch_retries=2), app="test-raise")
+    pool = JudgePool(JudgeConfig(name="rules", max_batch_retries=2), app="test-raise", timeout_s=300)
     try:
         pool.submit(rows.slice(0, 4))
         pool.submit(pa.Table.from_pylist(bad, schema=rows.schema))
@@ -96,7 +95,7 @@ def test_the_pool_scales_out_with_backlog_and_stays_within_max(local_ray):
     with LoopbackJudgeServer(delay_s=0.1) as server:
         cfg = latency_bound(server, "llm", replicas=1, min_replicas=1, max_replicas=3, target_backlog=1,
                             upscale_delay_s=0.5, look_back_period_s=1, metrics_interval_s=0.5)
-        pool = JudgePool(cfg, app="test-autoscale")
+        pool = JudgePool(cfg, app="test-autoscale", timeout_s=300)
         try:
             for start in range(0, rows.num_rows, 4):  # 16 batches of 0.4 s: a backlog of 16
                 pool.submit(rows.slice(start, 4))

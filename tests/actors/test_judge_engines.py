@@ -53,7 +53,7 @@ def judge_once(pool: JudgePool, rows: pa.Table) -> pa.Table:
 
 def test_the_policy_judges_its_own_answers_through_the_generators_engine(generators, styled):
     rows, truth = styled
-    pool = JudgePool(JudgeConfig(name="self", kind="self"), app="test-self", engines=generators.engines)
+    pool = JudgePool(JudgeConfig(name="self", kind="self"), app="test-self", timeout_s=300, engines=generators.engines)
     try:
         out = judge_once(pool, rows)
     finally:
@@ -70,7 +70,7 @@ def test_an_llm_judge_on_its_own_vllm_engine(local_ray, model_path, styled):
     rows, truth = styled
     cfg = JudgeConfig(name="llm", kind="llm", llm=LLMJudgeConfig(backend="vllm", model=model_path,
                                                                  rubric="cares-short", max_tokens=8))
-    pool = JudgePool(cfg, app="test-llm-vllm")
+    pool = JudgePool(cfg, app="test-llm-vllm", timeout_s=300)
     try:
         out = judge_once(pool, rows)
     finally:
@@ -84,7 +84,7 @@ def test_a_rubric_too_long_for_the_context_is_unjudged_with_the_reason(generator
     rows, _ = styled
     long = rows.slice(0, 2).to_pylist()
     long[0]["answer"] = "word " * 400  # 256-token context
-    pool = JudgePool(JudgeConfig(name="self", kind="self"), app="test-self-long", engines=generators.engines)
+    pool = JudgePool(JudgeConfig(name="self", kind="self"), app="test-self-long", timeout_s=300, engines=generators.engines)
     try:
         out = judge_once(pool, pa.Table.from_pylist(long, schema=ROLLOUTS))
     finally:
