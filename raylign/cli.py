@@ -1,6 +1,9 @@
 """The `raylign` command.
 
     raylign run [CONFIG] [--set KEY=VALUE ...] [--out DIR]
+    raylign buffer export RUN [--format parquet|jsonl|hf] [--out DIR]
+    raylign buffer import FILE RUN
+    raylign buffer stats RUN
 
 With no CONFIG, runs the embedded default (configs/local.yaml holds the same values): the
 project's own tiny model, the bundled CARES-schema prompt set and the rules judge, on a local
@@ -11,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 from pathlib import Path
 
 from raylign.config import ConfigError, load_config
+from raylign.exchange import ExchangeError
 from raylign.prompts import PromptSetError
 
 
@@ -27,12 +32,55 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value by its dotted key, e.g. --set cycles=2 (repeatable)")
     run.add_argument("--out", help="run folder (default: runs/<date-time>)")
+    buffer = sub.add_parser("buffer", help="export, import or count a run's preference buffer")
+    action = buffer.add_subparsers(dest="action", required=True)
+    export = action.add_parser("export", help="pairs and KTO examples in TRL's formats")
+    export.add_argument("run", help="run folder")
+    export.add_argument("--format", default="parquet", choices=["parquet", "jsonl", "hf"])
+    export.add_argument("--out", help="folder to write (default: RUN/export-FORMAT)")
+    imp = action.add_parser("import", help="a preference (prompt/chosen/rejected) or unpaired "
+                                           "(prompt/completion/label) file into the buffer, at cycle 0")
+    imp.add_argument("file")
+    imp.add_argument("run", help="run folder")
+    stats = action.add_parser("stats", help="rows per table, pairs per harm level, label balance, per cycle")
+    stats.add_argument("run", help="run folder")
     return parser
+
+
+def _buffer_of(run: Path):
+    """The buffer of a run folder: where its config.yaml puts it, else RUN/buffer."""
+    from raylign.actors.buffer import PreferenceBuffer
+
+    if not run.is_dir():
+        raise ConfigError(f"run folder {run} does not exist")
+    root = load_config(run / "config.yaml").buffer.root if (run / "config.yaml").is_file() else None
+    return PreferenceBuffer(root or str(run / "buffer"))
+
+
+def _buffer_command(args) -> None:
+    from raylign import exchange
+
+    run = Path(args.run)
+    buffer = _buffer_of(run)
+    if args.action == "export":
+        out = Path(args.out or run / f"export-{args.format}")
+        for name, rows in exchange.export_buffer(buffer, out, args.format).items():
+            print(f"{name}: {rows} rows")
+        print(f"written to {out}")
+    elif args.action == "import":
+        table, data = exchange.import_file(Path(args.file))
+        buffer.write(table, 0, f"import-{Path(args.file).stem}", data)
+        print(f"{data.num_rows} rows into {table}, cycle 0")
+    else:
+        print(json.dumps(exchange.buffer_stats(buffer), indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "buffer":
+            _buffer_command(args)
+            return 0
         overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
         cfg = load_config(args.config, overrides)
         run_dir = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
@@ -40,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         from raylign.driver import Driver  # Ray and torch load only once the config is good
 
         Driver(cfg, run_dir).run()
-    except (ConfigError, PromptSetError) as e:
+    except (ConfigError, PromptSetError, ExchangeError) as e:
         print(f"raylign: error: {e}", file=sys.stderr)
         return 2
     return 0

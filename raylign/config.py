@@ -43,6 +43,9 @@ class PromptsConfig(_Section):
     """Cap on held-out prompts (a seeded sample); null evaluates them all."""
     max_prompt_chars: int = Field(2000, ge=1)
     """Longer prompts are rejected when the prompt set is loaded."""
+    on_invalid: Literal["error", "skip"] = "error"
+    """A bad row (missing or wrong-typed field, empty or oversized prompt, duplicate id):
+    `error` stops the run listing the problems, `skip` leaves the row out and counts it."""
 
 
 class SamplingConfig(_Section):
@@ -306,6 +309,10 @@ class PairsConfig(_Section):
     balance_directions: bool = True
     """Keep as many "Accept preferred" as "Caution/Refuse preferred" pairs, so DPO cannot
     win by refusing everything (DESIGN.md: naive DPO over-refuses)."""
+    replay_ratio: float = Field(0.0, ge=0)
+    """Earlier cycles' pairs (KTO: examples), imported ones included, mixed into a cycle's
+    training data, as a share of the cycle's own: 0.5 adds half as many, drawn at random
+    (seeded) from the buffer. The buffer keeps each row once, under the cycle that made it."""
 
 
 class KTOConfig(_Section):
@@ -371,6 +378,13 @@ class BufferConfig(_Section):
     root: str | None = None
     """Where the Parquet dataset lives: a folder or a pyarrow filesystem URI (s3://, gs://).
     None puts it in the run folder, under buffer/."""
+    dedup: bool = True
+    """Identical (prompt, answer) rows of a cycle count once in its pairs and KTO examples
+    (rollouts and judgments keep every sample: evaluation measures the distribution)."""
+    imports: list[str] = []
+    """Preference (prompt/chosen/rejected) or unpaired (prompt/completion/label) files, JSONL,
+    Parquet or CSV, read into the buffer at cycle 0 when the run starts (raylign/exchange.py);
+    pairs.replay_ratio mixes them into training."""
     num_cpus: float = Field(0.25, ge=0)
     resources: dict[str, float] = {}
 
@@ -451,18 +465,27 @@ def _apply_override(raw: dict, assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. cycles=2")
     key, value = assignment.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: KEY must be dotted names, e.g. learner.beta")
+    try:
+        # YAML parses the value, so numbers, booleans, null and lists work as in the file.
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: {value!r} is not a YAML value ({str(e).splitlines()[0]})") from None
     node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node[int(part)] if isinstance(node, list) and part.isdigit() else node.setdefault(part, {})
+    for i, part in enumerate(parts):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a list of {len(node)}; "
+                                  f"{part!r} is not an index in it")
+            part = int(part)
+        if i == len(parts) - 1:
+            node[part] = parsed
+            return
+        child = node[part] if isinstance(node, list) else node.setdefault(part, {})
         if not isinstance(child, (dict, list)):
             raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
         node = child
-    # YAML parses the value, so numbers, booleans, null and lists work as in the file.
-    leaf = parts[-1]
-    if isinstance(node, list):
-        node[int(leaf)] = yaml.safe_load(value)
-    else:
-        node[leaf] = yaml.safe_load(value)
 
 
 def _merged(defaults: dict, given: dict) -> dict:

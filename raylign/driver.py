@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import random
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -26,9 +27,10 @@ from raylign.actors.judge import JudgePool
 from raylign.actors.learner import LearnerGroup
 from raylign.agreement import Agreement, agreement
 from raylign.config import Config, ConfigError, SamplingConfig, dump_config
-from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, kto_weights
-from raylign.prompts import load_prompts, split
-from raylign.schemas import BASE, ROLLOUTS, PolicyVersion, TrainResult
+from raylign.exchange import import_file
+from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
+from raylign.prompts import read_prompts, split
+from raylign.schemas import BASE, ROLLOUTS, TABLES, PolicyVersion, TrainResult
 from raylign.scoring import UNJUDGED, CycleMetrics, cycle_metrics
 
 
@@ -138,16 +140,25 @@ class Driver:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-        prompts = load_prompts(cfg.prompts)
+        prompt_set = read_prompts(cfg.prompts)
+        prompts = prompt_set.table
+        if prompt_set.skipped:
+            self.log(f"prompts: {prompt_set.skipped} bad row(s) skipped (prompts.on_invalid=skip), "
+                     f"{prompts.num_rows} kept; first problems: {'; '.join(prompt_set.problems[:5])}")
         held_out = split(prompts, cfg.prompts.eval_split, cfg.prompts.max_eval_prompts, cfg.seed)
+        imported = [import_file(Path(path)) for path in cfg.buffer.imports]  # bad files stop the run here
         model_path = resolve_model(cfg, self.log)
         with ray_session(cfg), placed_roles(cfg, model_path, self.run_dir) as self.roles:
             self._write("prompts", 0, "all", prompts)
+            for path, (table, data) in zip(cfg.buffer.imports, imported):
+                self._write(table, 0, f"import-{Path(path).stem}", data)
             policy = BASE
             seconds: dict[str, float] = {}
             with stage_timer(seconds, "evaluate"):
                 metrics, agreements = self._evaluate(held_out, policy, cycle=0)
             records = [self._record(metrics, agreements, None, seconds)]
+            records[0]["prompts"] = {"kept": prompts.num_rows, "skipped": prompt_set.skipped,
+                                     "problems": prompt_set.problems[:20]}
             self._report(records)
             for cycle in range(1, cfg.cycles + 1):
                 seconds = {}
@@ -209,17 +220,35 @@ class Driver:
         return {name: pa.concat_tables(tables) for name, tables in judged.items()}
 
     def _training_data(self, judgments: pa.Table, cycle: int) -> tuple[pa.Table, dict, KTOWeights]:
-        """DPO pairs and KTO examples, both written to the buffer; returns the algorithm's data,
-        a summary of both, and the KTO class weights."""
-        pairs, stats = build_pairs(judgments, self.cfg.pairs, cycle, self.cfg.seed + cycle)
-        examples = build_kto_examples(judgments, self.cfg.kto, cycle)
+        """DPO pairs and KTO examples, both written to the buffer; returns the algorithm's data
+        (with earlier cycles' rows replayed into it), a summary, and the KTO class weights."""
+        distinct = distinct_answers(judgments) if self.cfg.buffer.dedup else judgments
+        pairs, stats = build_pairs(distinct, self.cfg.pairs, cycle, self.cfg.seed + cycle)
+        examples = build_kto_examples(distinct, self.cfg.kto, cycle)
         self._write("pairs", cycle, "all", pairs)
         self._write("kto", cycle, "all", examples)
+        table, fresh = ("kto", examples) if self.cfg.algorithm == "kto" else ("pairs", pairs)
+        data = pa.concat_tables([fresh, self._replay(table, fresh.num_rows, cycle)])
+        examples = data if table == "kto" else examples
         n_desirable = int(pc.sum(examples["label"]).as_py() or 0)
         weights = kto_weights(n_desirable, examples.num_rows - n_desirable)
-        summary = {**stats._asdict(), "desirable": n_desirable, "undesirable": examples.num_rows - n_desirable,
+        summary = {**stats._asdict(), "duplicates_dropped": judgments.num_rows - distinct.num_rows,
+                   "replayed": data.num_rows - fresh.num_rows, "desirable": n_desirable,
+                   "undesirable": examples.num_rows - n_desirable,
                    "desirable_weight": weights.desirable, "undesirable_weight": weights.undesirable}
-        return (examples if self.cfg.algorithm == "kto" else pairs), summary, weights
+        return data, summary, weights
+
+    def _replay(self, table: str, fresh_rows: int, cycle: int) -> pa.Table:
+        """A seeded sample of earlier cycles' rows, pairs.replay_ratio times the cycle's own."""
+        wanted = round(self.cfg.pairs.replay_ratio * fresh_rows)
+        if not wanted:
+            return TABLES[table].empty_table()
+        earlier = ray.get(self.roles.buffer.read.remote(table), timeout=self.timeout)
+        earlier = earlier.filter(pc.less(earlier["cycle"], cycle))
+        if self.cfg.algorithm == "modpo":  # MODPO's margins need the judges' scores; imports have none
+            earlier = earlier.filter(pc.is_valid(earlier["chosen_scores"]))
+        picked = random.Random(self.cfg.seed * 31 + cycle).sample(range(earlier.num_rows), min(wanted, earlier.num_rows))
+        return earlier.take(sorted(picked))
 
     def _train(self, data: pa.Table, cycle: int, policy: PolicyVersion, weights: KTOWeights) -> TrainResult:
         refs = self.roles.learners.train_async(

@@ -30,6 +30,17 @@ def judged_rows(judgments: pa.Table) -> list[dict]:
     return [row for row in judgments.to_pylist() if row["label"] != UNJUDGED]
 
 
+def distinct_answers(judgments: pa.Table) -> pa.Table:
+    """The first row of each (prompt, answer): a cycle's repeated samples count once."""
+    seen: set[tuple[str, str]] = set()
+    keep = []
+    for i, (prompt_id, answer) in enumerate(zip(judgments["prompt_id"].to_pylist(), judgments["answer"].to_pylist())):
+        if (prompt_id, answer) not in seen:
+            seen.add((prompt_id, answer))
+            keep.append(i)
+    return judgments.take(keep)
+
+
 class PairStats(NamedTuple):
     prompts: int
     ties_dropped: int

@@ -2,20 +2,23 @@
 
 Reads the bundled prompt set (`embedded`) or a user's .jsonl / .parquet / .csv file with the
 fields `id`, `prompt`, `harmful_level` (0-3), `principle_index`, `method`, `split`.
-Problems (missing fields, wrong types, empty or oversized prompts, duplicate ids) are collected
-and reported together, the first few by row, in one error.
+Problems (missing fields, wrong types, empty or oversized prompts, duplicate ids, lines that
+are not JSON objects) are found row by row. With `prompts.on_invalid: error` they are reported
+together, the first few by row, in one error; with `skip` the bad rows are left out, counted,
+and the first few listed in the run's log and metrics.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import json
 import random
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv
-import pyarrow.json
 import pyarrow.parquet as pq
 
 from raylign.config import PromptsConfig
@@ -29,63 +32,116 @@ class PromptSetError(ValueError):
     pass
 
 
-def _read_table(path: Path) -> pa.Table:
-    readers = {".jsonl": pyarrow.json.read_json, ".json": pyarrow.json.read_json,
-               ".parquet": pq.read_table, ".csv": pyarrow.csv.read_csv}
+def listed(problems: list[str]) -> str:
+    """"N problem(s): the first few; and M more": one line, however many rows are bad."""
+    more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    return f"{len(problems)} problem(s): {'; '.join(problems[:_MAX_LISTED])}{more}"
+
+
+class PromptSet(NamedTuple):
+    table: pa.Table  # the good rows, PROMPTS schema
+    skipped: int  # bad rows left out (`on_invalid: skip`)
+    problems: list[str]  # every problem found, by row
+
+
+def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The file's rows as dicts, and the rows that could not be read at all (JSONL only: a line
+    that is not a JSON object). Parquet and CSV are read whole by pyarrow."""
+    readers = {".jsonl": None, ".json": None, ".parquet": pq.read_table, ".csv": pyarrow.csv.read_csv}
     if path.suffix not in readers:
         raise PromptSetError(f"prompt file {path}: unsupported format {path.suffix!r}; use one of {sorted(readers)}")
     if not path.is_file():
         raise PromptSetError(f"prompt file {path} does not exist")
     try:
-        return readers[path.suffix](path)
-    except (pa.ArrowInvalid, OSError) as e:
+        if readers[path.suffix] is not None:
+            return readers[path.suffix](path).to_pylist(), []
+        rows, problems = [], []
+        with open(path, encoding="utf-8", errors="replace", newline="\n") as f:  # JSON lines end at \n only
+            if path.suffix == ".json" and f.read(1) == "[":  # a JSON array rather than JSON lines
+                f.seek(0)
+                lines = [json.dumps(row) for row in json.load(f)]
+            else:
+                f.seek(0)
+                lines = f
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    row = f"not JSON ({str(e).splitlines()[0]})"
+                if not isinstance(row, dict):
+                    problems.append(f"line {i + 1}: {row if isinstance(row, str) else 'not a JSON object'}")
+                    continue
+                rows.append(row)
+        return rows, problems
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid, a broken JSON array, an unreadable file
         raise PromptSetError(f"prompt file {path} could not be read: {str(e).splitlines()[0]}") from None
 
 
-def _check_rows(table: pa.Table, max_chars: int, source: str) -> pa.Table:
-    missing = [f for f in ("id", "prompt", "split") if f not in table.column_names]
-    if missing:
-        raise PromptSetError(f"{source}: missing required field(s) {missing}; found {table.column_names}")
-    problems: list[str] = []
+def _row_problems(row: dict, max_chars: int, seen: set) -> list[str]:
+    problems = []
+    if not isinstance(row.get("id"), str) or not row["id"]:
+        problems.append("id must be a non-empty string")
+    elif row["id"] in seen:
+        problems.append("duplicate id")
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        problems.append("prompt is empty" if prompt in (None, "") or isinstance(prompt, str)
+                        else f"prompt must be text (got {type(prompt).__name__})")
+    elif len(prompt) > max_chars:
+        problems.append(f"prompt has {len(prompt)} characters > prompts.max_prompt_chars {max_chars}")
+    level = row.get("harmful_level")
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 3:
+        # The schema allows null for prompts of unknown harm; CARES scoring needs a level.
+        problems.append(f"harmful_level must be 0-3 for safety scoring (got {level!r:.40})")
+    principle = row.get("principle_index")
+    if principle is not None and (isinstance(principle, bool) or not isinstance(principle, int)
+                                  or not -128 <= principle <= 127):
+        problems.append(f"principle_index must be a small integer (got {principle!r:.40})")
+    for field in ("split", "method"):
+        if not isinstance(row.get(field), str) and not (field == "method" and row.get(field) is None):
+            problems.append(f"{field} must be a string (got {row.get(field)!r:.40})")
+    return problems
+
+
+def _check_rows(rows: list[dict], unreadable: list[str], cfg: PromptsConfig, source: str) -> PromptSet:
+    names = {name for row in rows for name in row}
+    missing = [f for f in ("id", "prompt", "split") if f not in names]
+    if rows and missing:
+        raise PromptSetError(f"{source}: missing required field(s) {missing}; found {sorted(names)}")
+    problems, good = list(unreadable), []
     seen: set[str] = set()
-    rows = table.to_pylist()
     for i, row in enumerate(rows):
-        where = f"row {i} (id {row.get('id')!r})"
-        if not isinstance(row["id"], str) or not row["id"]:
-            problems.append(f"{where}: id must be a non-empty string")
-        elif row["id"] in seen:
-            problems.append(f"{where}: duplicate id")
-        seen.add(row["id"])
-        prompt = row["prompt"]
-        if not isinstance(prompt, str) or not prompt.strip():
-            problems.append(f"{where}: prompt is empty")
-        elif len(prompt) > max_chars:
-            problems.append(f"{where}: prompt has {len(prompt)} characters > prompts.max_prompt_chars {max_chars}")
-        level = row.get("harmful_level")
-        if not isinstance(level, int) or not 0 <= level <= 3:
-            # The schema allows null for prompts of unknown harm; CARES scoring needs a level.
-            problems.append(f"{where}: harmful_level must be 0-3 for safety scoring (got {level!r})")
-        principle = row.get("principle_index")
-        if principle is not None and not isinstance(principle, int):
-            problems.append(f"{where}: principle_index must be an integer (got {principle!r})")
-        if not isinstance(row["split"], str):
-            problems.append(f"{where}: split must be a string (got {row['split']!r})")
-    if problems:
-        listed = "; ".join(problems[:_MAX_LISTED])
-        more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-        raise PromptSetError(f"{source}: {len(problems)} problem(s): {listed}{more}")
-    columns = {name: [row.get(name) for row in rows] for name in PROMPTS.names}
-    return pa.table(columns, schema=PROMPTS)
+        found = _row_problems(row, cfg.max_prompt_chars, seen)
+        problems += [f"row {i} (id {row.get('id')!r:.40}): {p}" for p in found]
+        if isinstance(row.get("id"), str):
+            seen.add(row["id"])
+        if not found:
+            good.append(row)
+    skipped = len(rows) - len(good) + len(unreadable)
+    if problems and cfg.on_invalid == "error":
+        raise PromptSetError(f"{source}: {listed(problems)} "
+                             "(or set prompts.on_invalid=skip to leave those rows out)")
+    if not good:
+        raise PromptSetError(f"{source}: no usable prompt rows ({skipped} skipped)")
+    columns = {name: [row.get(name) for row in good] for name in PROMPTS.names}
+    return PromptSet(pa.table(columns, schema=PROMPTS), skipped, problems)
+
+
+def read_prompts(cfg: PromptsConfig) -> PromptSet:
+    """The prompt set's good rows, with what was skipped and why."""
+    if cfg.path == "embedded":
+        resource = importlib.resources.files("raylign") / "data" / EMBEDDED_PROMPTS
+        with importlib.resources.as_file(resource) as path:
+            return _check_rows(*_read_rows(path), cfg, "embedded prompt set")
+    path = Path(cfg.path).expanduser()
+    return _check_rows(*_read_rows(path), cfg, f"prompt file {path}")
 
 
 def load_prompts(cfg: PromptsConfig) -> pa.Table:
     """The whole prompt set as a table with the PROMPTS schema."""
-    if cfg.path == "embedded":
-        resource = importlib.resources.files("raylign") / "data" / EMBEDDED_PROMPTS
-        with importlib.resources.as_file(resource) as path:
-            return _check_rows(_read_table(path), cfg.max_prompt_chars, "embedded prompt set")
-    path = Path(cfg.path).expanduser()
-    return _check_rows(_read_table(path), cfg.max_prompt_chars, f"prompt file {path}")
+    return read_prompts(cfg).table
 
 
 def split(prompts: pa.Table, name: str, limit: int | None, seed: int) -> pa.Table:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from raylign.config import PromptsConfig
-from raylign.prompts import PromptSetError, load_prompts, split
+from raylign.prompts import PromptSetError, load_prompts, read_prompts, split
 
 
 def write_jsonl(path, rows):
@@ -61,3 +61,19 @@ def test_unknown_split_names_the_ones_found(tmp_path):
     table = load_prompts(PromptsConfig(path=write_jsonl(tmp_path / "p.jsonl", [row(i) for i in range(3)])))
     with pytest.raises(PromptSetError, match=r"no rows with split 'heldout'; splits found: \['test', 'train'\]"):
         split(table, "heldout", None, 0)
+
+
+def test_skip_mode_leaves_bad_rows_out_and_counts_them(tmp_path):
+    rows = [row(0), row(1, prompt="  "), row(2, harmful_level="2"), row(3, id="u0"), row(4)]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "[1, 2]\nnot json\n\n")
+    loaded = read_prompts(PromptsConfig(path=str(path), on_invalid="skip"))
+    assert loaded.table["id"].to_pylist() == ["u0", "u4"]
+    assert loaded.skipped == 5  # three bad rows and two unreadable lines; the blank one is no row
+    assert loaded.problems == [
+        "line 6: not a JSON object", "line 7: not JSON (Expecting value: line 1 column 1 (char 0))",
+        "row 1 (id 'u1'): prompt is empty", "row 2 (id 'u2'): harmful_level must be 0-3 for safety scoring (got '2')",
+        "row 3 (id 'u0'): duplicate id",
+    ]
+    with pytest.raises(PromptSetError, match=r"5 problem\(s\): line 6: .*or set prompts.on_invalid=skip"):
+        read_prompts(PromptsConfig(path=str(path)))

@@ -35,7 +35,9 @@ def test_two_short_cycles_fill_the_buffer_and_metrics(tmp_path, local_ray, model
     assert buffer_rows(tmp_path, "judgments") == expected
     pairs = buffer_rows(tmp_path, "pairs")
     assert set(pairs) == {1, 2}
-    assert buffer_rows(tmp_path, "kto") == {1: 48 * k_train, 2: 48 * k_train}  # every judged answer
+    # Every judged answer, repeated samples of a prompt once.
+    assert buffer_rows(tmp_path, "kto") == {c: 48 * k_train - records[c]["training"]["duplicates_dropped"] for c in (1, 2)}
+    assert all(records[c]["training"]["duplicates_dropped"] > 0 for c in (1, 2))
     for cycle in (1, 2):
         training = records[cycle]["training"]
         assert pairs[cycle] == training["pairs"] == training["examples"]
@@ -57,16 +59,21 @@ def test_two_short_cycles_fill_the_buffer_and_metrics(tmp_path, local_ray, model
     assert load_config(tmp_path / "config.yaml") == cfg  # the resolved config reloads as is
 
 
-def test_kto_trains_end_to_end(tmp_path, local_ray, model_path):
+def test_kto_trains_end_to_end_with_imported_examples_replayed(tmp_path, local_ray, model_path):
+    imported = tmp_path / "mine.jsonl"
+    imported.write_text("".join(json.dumps({"prompt": f"Is dose {i} safe?", "completion": "Ask your pharmacist.",
+                                            "label": i % 2 == 0}) + "\n" for i in range(10)))
     cfg = load_config(overrides=[
         "algorithm=kto", "cycles=1", "prompts.prompts_per_cycle=32", "prompts.max_eval_prompts=16",
-        "learner.epochs=2", f"model.path={model_path}",
+        "learner.epochs=2", f"model.path={model_path}", f"buffer.imports=[{imported}]", "pairs.replay_ratio=0.05",
     ])
-    records = Driver(cfg, tmp_path, log=lambda _: None).run()
+    records = Driver(cfg, tmp_path / "run", log=lambda _: None).run()
     training = records[1]["training"]
     answers = 32 * cfg.generator.sampling.samples_per_prompt
-    assert buffer_rows(tmp_path, "kto") == {1: answers}
-    assert training["desirable"] + training["undesirable"] == training["examples"] == answers
+    fresh = answers - training["duplicates_dropped"]
+    assert buffer_rows(tmp_path / "run", "kto") == {0: 10, 1: fresh}  # the imports once, at cycle 0
+    assert training["replayed"] == min(10, round(0.05 * fresh)) > 0
+    assert training["desirable"] + training["undesirable"] == training["examples"] == fresh + training["replayed"]
     ratio = training["desirable_weight"] * training["desirable"] / (training["undesirable_weight"] * training["undesirable"])
     assert 1 - 1e-6 <= ratio <= 4 / 3 + 1e-6
     assert training["steps"] > 0

@@ -1,0 +1,127 @@
+"""The buffer to and from other tools: TRL's preference and unpaired formats, and per-cycle stats.
+
+Export writes `preference` (prompt / chosen / rejected) and `unpaired` (prompt / completion /
+label), conversational (lists of {role, content}), as Parquet, JSON lines or a saved Hugging
+Face dataset; `datasets` reads them back (`load_dataset("parquet" | "json", data_files=...)`,
+`load_from_disk`) and TRL's DPOTrainer and KTOTrainer train on them as they are.
+
+Import reads a user's preference data in the same formats (JSONL, Parquet or CSV; each of
+prompt / chosen / rejected / completion a string or a conversation; label a boolean) into the
+buffer's `pairs` or `kto` table at cycle 0, where it seeds the buffer and `pairs.replay_ratio`
+mixes it into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet as pq
+
+from raylign.actors.buffer import PreferenceBuffer
+from raylign.prompts import listed
+from raylign.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+
+PREFERENCE = ("prompt", "chosen", "rejected")
+UNPAIRED = ("prompt", "completion", "label")
+FORMATS = ("parquet", "jsonl", "hf")
+
+
+class ExchangeError(ValueError):
+    """A file that cannot be imported, or a buffer that cannot be exported; one line, by row."""
+
+
+def export_buffer(buffer: PreferenceBuffer, out: Path, fmt: str) -> dict[str, int]:
+    """Write the buffer's pairs and KTO examples in TRL's formats under `out`; rows per dataset."""
+    if fmt not in FORMATS:
+        raise ExchangeError(f"export format must be one of {FORMATS} (got {fmt!r})")
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, table, columns in (("preference", "pairs", PREFERENCE), ("unpaired", "kto", UNPAIRED)):
+        data = buffer.read(table).select(list(columns))
+        if fmt == "parquet":
+            pq.write_table(data, out / f"{name}.parquet")
+        elif fmt == "jsonl":
+            with open(out / f"{name}.jsonl", "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in data.to_pylist())
+        else:
+            from datasets import Dataset
+
+            Dataset(data).save_to_disk(str(out / name))
+        written[name] = data.num_rows
+    return written
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise ExchangeError(f"import file {path} does not exist")
+    try:
+        if path.suffix in (".jsonl", ".json"):
+            with open(path, encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.strip()]
+        if path.suffix == ".parquet":
+            return pq.read_table(path).to_pylist()
+        if path.suffix == ".csv":
+            return pyarrow.csv.read_csv(path).to_pylist()
+    except (ValueError, OSError) as e:
+        raise ExchangeError(f"import file {path} could not be read: {str(e).splitlines()[0]}") from None
+    raise ExchangeError(f"import file {path}: unsupported format {path.suffix!r}; use .jsonl, .parquet or .csv")
+
+
+def _turns(value, role: str) -> list[dict] | None:
+    """A conversation from a string or a list of {role, content}; None when it is neither."""
+    if isinstance(value, str) and value.strip():
+        return user_turn(value) if role == "user" else assistant_turn(value)
+    if isinstance(value, list) and value and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    return None
+
+
+def import_file(path: Path) -> tuple[str, pa.Table]:
+    """The buffer table ("pairs" or "kto") a user's file goes to, and its rows at cycle 0."""
+    rows = _read(path)
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        raise ExchangeError(f"import file {path}: no rows of fields")
+    fields = set(rows[0])
+    kind = "pairs" if set(PREFERENCE) <= fields else "kto" if set(UNPAIRED) <= fields else None
+    if kind is None:
+        raise ExchangeError(f"import file {path}: needs the fields {list(PREFERENCE)} (preference) or "
+                            f"{list(UNPAIRED)} (unpaired); found {sorted(fields)}")
+    records, problems = [], []
+    for i, row in enumerate(rows):
+        prompt = _turns(row.get("prompt"), "user")
+        others = ({"chosen": _turns(row.get("chosen"), "assistant"), "rejected": _turns(row.get("rejected"), "assistant")}
+                  if kind == "pairs" else {"completion": _turns(row.get("completion"), "assistant")})
+        bad = [f for f, v in {"prompt": prompt, **others}.items() if v is None]
+        if kind == "kto" and not isinstance(row.get("label"), bool):
+            bad.append("label (a boolean)")
+        if bad:
+            problems.append(f"row {i}: {', '.join(bad)} missing or empty")
+            continue
+        prompt_id = "import-" + hashlib.sha256(json.dumps(prompt).encode()).hexdigest()[:12]
+        base = {"cycle": 0, "prompt_id": prompt_id, "harmful_level": None, "prompt": prompt}
+        records.append({**base, **others, "label": row["label"]} if kind == "kto" else {**base, **others})
+    if problems:
+        raise ExchangeError(f"import file {path}: {listed(problems)}")
+    return kind, pa.Table.from_pylist(records, schema=PAIRS if kind == "pairs" else KTO_EXAMPLES)
+
+
+def buffer_stats(buffer: PreferenceBuffer) -> dict[int, dict]:
+    """Per cycle: rows per table, pairs per harm level, and the label balance of each judge."""
+    stats: dict[int, dict] = {}
+    for table, per_cycle in buffer.counts().items():
+        for cycle, rows in per_cycle.items():
+            stats.setdefault(cycle, {"rows": {}})["rows"][table] = rows
+    for cycle, entry in stats.items():
+        pairs = buffer.read("pairs", cycle)
+        entry["pairs_by_harm_level"] = dict(sorted(Counter(pairs["harmful_level"].to_pylist()).items(),
+                                                   key=lambda kv: (kv[0] is None, kv[0] or 0)))
+        judged = buffer.read("judgments", cycle).select(["judge", "label"]).to_pylist()
+        entry["labels"] = {judge: dict(Counter(r["label"] for r in judged if r["judge"] == judge))
+                           for judge in sorted({r["judge"] for r in judged})}
+    return dict(sorted(stats.items()))
