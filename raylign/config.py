@@ -287,10 +287,12 @@ class JudgeConfig(ActorResources):
     @property
     def labels(self) -> bool:
         """Whether this judge gives CARES labels (and so can be judges[0]), not only scores."""
+        from raylign.rubrics import scores_criteria
+
         if self.kind == "llm":
-            return not (self.llm.criteria or self.llm.rubric == "therapy")
+            return not scores_criteria(self.llm.rubric, self.llm.criteria)
         if self.kind == "self":
-            return not (self.self_eval.criteria or self.self_eval.rubric == "therapy")
+            return not scores_criteria(self.self_eval.rubric, self.self_eval.criteria)
         if self.kind == "reward_model":
             return True  # if one of its models is a CARES classifier: checked when they load
         if self.kind == "ensemble":

@@ -94,6 +94,11 @@ class Rubric(NamedTuple):
         return None if scores is None else Reading(None, {c: (s - 1) / 4 for c, s in scores.items()})
 
 
+def scores_criteria(spec: str, criteria: list[str] | None) -> bool:
+    """Whether a judge with this rubric scores criteria rather than giving a CARES label."""
+    return bool(criteria) or bool(BUILT_IN.get(spec, ("", ()))[1])
+
+
 def load_rubric(spec: str, criteria: list[str] | None = None) -> Rubric:
     """A built-in rubric by name, or a file (a criteria rubric when `criteria` are given)."""
     if spec in BUILT_IN:
