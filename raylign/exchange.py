@@ -19,11 +19,10 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv
 import pyarrow.parquet as pq
 
 from raylign.actors.buffer import PreferenceBuffer
-from raylign.prompts import listed
+from raylign.prompts import listed, read_rows
 from raylign.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
 
 PREFERENCE = ("prompt", "chosen", "rejected")
@@ -56,22 +55,6 @@ def export_buffer(buffer: PreferenceBuffer, out: Path, fmt: str) -> dict[str, in
     return written
 
 
-def _read(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise ExchangeError(f"import file {path} does not exist")
-    try:
-        if path.suffix in (".jsonl", ".json"):
-            with open(path, encoding="utf-8") as f:
-                return [json.loads(line) for line in f if line.strip()]
-        if path.suffix == ".parquet":
-            return pq.read_table(path).to_pylist()
-        if path.suffix == ".csv":
-            return pyarrow.csv.read_csv(path).to_pylist()
-    except (ValueError, OSError) as e:
-        raise ExchangeError(f"import file {path} could not be read: {str(e).splitlines()[0]}") from None
-    raise ExchangeError(f"import file {path}: unsupported format {path.suffix!r}; use .jsonl, .parquet or .csv")
-
-
 def _turns(value, role: str) -> list[dict] | None:
     """A conversation from a string or a list of {role, content}; None when it is neither."""
     if isinstance(value, str) and value.strip():
@@ -84,15 +67,15 @@ def _turns(value, role: str) -> list[dict] | None:
 
 def import_file(path: Path) -> tuple[str, pa.Table]:
     """The buffer table ("pairs" or "kto") a user's file goes to, and its rows at cycle 0."""
-    rows = _read(path)
-    if not rows or not all(isinstance(r, dict) for r in rows):
+    rows, unreadable = read_rows(path, "import file", ExchangeError)
+    if not rows:
         raise ExchangeError(f"import file {path}: no rows of fields")
     fields = set(rows[0])
     kind = "pairs" if set(PREFERENCE) <= fields else "kto" if set(UNPAIRED) <= fields else None
     if kind is None:
         raise ExchangeError(f"import file {path}: needs the fields {list(PREFERENCE)} (preference) or "
                             f"{list(UNPAIRED)} (unpaired); found {sorted(fields)}")
-    records, problems = [], []
+    records, problems = [], list(unreadable)
     for i, row in enumerate(rows):
         prompt = _turns(row.get("prompt"), "user")
         others = ({"chosen": _turns(row.get("chosen"), "assistant"), "rejected": _turns(row.get("rejected"), "assistant")}

@@ -44,14 +44,16 @@ class PromptSet(NamedTuple):
     problems: list[str]  # every problem found, by row
 
 
-def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
-    """The file's rows as dicts, and the rows that could not be read at all (JSONL only: a line
-    that is not a JSON object). Parquet and CSV are read whole by pyarrow."""
+def read_rows(path: Path, what: str = "prompt file", error: type[ValueError] | None = None) -> tuple[list[dict], list[str]]:
+    """A JSONL, JSON, Parquet or CSV file's rows as dicts, and the lines that could not be read
+    at all (JSONL only: a line that is not a JSON object). A file that cannot be read raises
+    `error` (PromptSetError by default), naming it as `what`."""
+    error = error or PromptSetError
     readers = {".jsonl": None, ".json": None, ".parquet": pq.read_table, ".csv": pyarrow.csv.read_csv}
     if path.suffix not in readers:
-        raise PromptSetError(f"prompt file {path}: unsupported format {path.suffix!r}; use one of {sorted(readers)}")
+        raise error(f"{what} {path}: unsupported format {path.suffix!r}; use one of {sorted(readers)}")
     if not path.is_file():
-        raise PromptSetError(f"prompt file {path} does not exist")
+        raise error(f"{what} {path} does not exist")
     try:
         if readers[path.suffix] is not None:
             return readers[path.suffix](path).to_pylist(), []
@@ -76,7 +78,7 @@ def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
                 rows.append(row)
         return rows, problems
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid, a broken JSON array, an unreadable file
-        raise PromptSetError(f"prompt file {path} could not be read: {str(e).splitlines()[0]}") from None
+        raise error(f"{what} {path} could not be read: {str(e).splitlines()[0]}") from None
 
 
 def _row_problems(row: dict, max_chars: int, seen: set) -> list[str]:
@@ -134,9 +136,9 @@ def read_prompts(cfg: PromptsConfig) -> PromptSet:
     if cfg.path == "embedded":
         resource = importlib.resources.files("raylign") / "data" / EMBEDDED_PROMPTS
         with importlib.resources.as_file(resource) as path:
-            return _check_rows(*_read_rows(path), cfg, "embedded prompt set")
+            return _check_rows(*read_rows(path), cfg, "embedded prompt set")
     path = Path(cfg.path).expanduser()
-    return _check_rows(*_read_rows(path), cfg, f"prompt file {path}")
+    return _check_rows(*read_rows(path), cfg, f"prompt file {path}")
 
 
 def load_prompts(cfg: PromptsConfig) -> pa.Table:
