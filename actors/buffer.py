@@ -3,7 +3,9 @@
 Parquet files under `<root>/<table>/cycle=<n>/<part>.parquet`, written through `pyarrow.fs`,
 so the root may be a local folder, a shared mount or an object-store URI. Writes are atomic
 (a hidden temporary file, then a rename): readers never see half a file. A part name is
-chosen by the writer, so writing the same part again replaces it instead of doubling rows.
+chosen by the writer, so writing the same part again replaces it instead of doubling rows: a
+write that is sent again (the actor restarted under it) or a stage that is run again (a resumed
+run) leaves each row once. The actor holds nothing but its root, so it restarts freely.
 """
 
 from __future__ import annotations
@@ -56,9 +58,18 @@ class PreferenceBuffer:
             if info.is_file and info.path.endswith(".parquet") and not info.base_name.startswith(".")
         )
 
-    def read(self, table: str, cycle: int | None = None) -> pa.Table:
-        """All committed rows of `table`, of one cycle or of all."""
+    def parts(self, table: str, cycle: int) -> list[str]:
+        """The committed parts of `table` for `cycle`, by name, sorted."""
+        return [path.rsplit("/", 1)[1].removesuffix(".parquet") for path in self._files(table, cycle)]
+
+    def read(self, table: str, cycle: int | None = None, part: str | None = None) -> pa.Table:
+        """All committed rows of `table`, of one cycle or of all, or of one part of a cycle.
+        Parts come in the order of their names."""
         schema = self._schema(table)
+        if part is not None:
+            if cycle is None:
+                raise ValueError("reading one part needs its cycle")
+            return pq.read_table(f"{self._dir(table, cycle)}/{part}.parquet", schema=schema, filesystem=self.fs)
         files = self._files(table, cycle)
         if not files:
             return schema.empty_table()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import pyarrow as pa
 import ray
@@ -127,14 +127,20 @@ class GeneratorGroup:
         self.engines = [
             actor.options(
                 num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
-                max_restarts=2, max_task_retries=2,
+                # A dead engine restarts and redoes the batches it had (each is a function of its seed).
+                max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts,
                 runtime_env={"env_vars": vllm_env(cfg.vllm)},
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=i),
             ).remote(model_path, dtype, cfg, lora_rank, seed + i)
             for i in range(cfg.engines)
         ]
-        # Engines that cannot start (vLLM missing, model not found) fail here, with their error.
-        self.info = ray.get([e.ready.remote() for e in self.engines], timeout=timeout_s)
+        self.timeout_s = timeout_s
+        self._ready = [e.ready.remote() for e in self.engines]  # engines start while other roles are placed
+
+    def ready(self) -> list[EngineInfo]:
+        """Waits until every engine is up; one that cannot start (vLLM missing, model not found)
+        raises here, with its error."""
+        return ray.get(self._ready, timeout=self.timeout_s)
 
     def shutdown(self) -> None:
         """Stop the engines cleanly, then free their placement group."""
@@ -143,13 +149,19 @@ class GeneratorGroup:
             ray.kill(engine)
         remove_placement_group(self.placement)
 
+    def num_batches(self, prompts: pa.Table) -> int:
+        return -(-prompts.num_rows // self.cfg.batch_size)
+
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
-                 stage: str, seed: int) -> list[ray.ObjectRef]:
-        refs = []
-        for i, start in enumerate(range(0, prompts.num_rows, self.cfg.batch_size)):
-            batch = prompts.slice(start, self.cfg.batch_size)
+                 stage: str, seed: int, batches: Iterable[int] | None = None) -> dict[int, ray.ObjectRef]:
+        """{batch index: its ROLLOUTS table, to come}, for every batch of `batch_size` prompts or
+        for the indices given. Batch i is seeded by (seed, cycle, i) alone, so generating it
+        again (a restarted engine, a resumed run) gives the same answers."""
+        refs = {}
+        for i in range(self.num_batches(prompts)) if batches is None else sorted(batches):
+            batch = prompts.slice(i * self.cfg.batch_size, self.cfg.batch_size)
             engine = self.engines[i % len(self.engines)]
-            refs.append(engine.generate.remote(batch, policy, sampling, cycle, stage, seed * 7919 + cycle * 104_729 + i))
+            refs[i] = engine.generate.remote(batch, policy, sampling, cycle, stage, seed * 7919 + cycle * 104_729 + i)
         return refs
 
 

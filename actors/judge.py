@@ -113,7 +113,14 @@ class Judge:
 class Batch(NamedTuple):
     rollouts: pa.Table | ray.ObjectRef
     policy: PolicyVersion
+    tag: object
     tries: int
+
+
+class Judged(NamedTuple):
+    tag: object
+    """What the batch was submitted with (the driver's batch index)."""
+    table: pa.Table
 
 
 class JudgePool:
@@ -170,8 +177,8 @@ class JudgePool:
 
         return serve.status().applications[self.app].deployments[self.cfg.name].replica_states.get("RUNNING", 0)
 
-    def submit(self, rollouts: pa.Table | ray.ObjectRef, policy: PolicyVersion = BASE) -> None:
-        self._send(Batch(rollouts, policy, tries=0))
+    def submit(self, rollouts: pa.Table | ray.ObjectRef, policy: PolicyVersion = BASE, tag: object = None) -> None:
+        self._send(Batch(rollouts, policy, tag, tries=0))
 
     def _send(self, batch: Batch) -> None:
         response = self.handle.judge.remote(batch.rollouts, batch.policy)
@@ -180,21 +187,22 @@ class JudgePool:
     def has_next(self) -> bool:
         return bool(self.pending)
 
-    def poll(self, timeout_s: float) -> pa.Table | None:
+    def poll(self, timeout_s: float) -> Judged | None:
         """The next judged batch, in completion order; None if none finished in time. A batch
         that failed is sent again, or after its retries comes back with every row Unjudged."""
         done, _ = wait(self.pending, timeout=timeout_s, return_when=FIRST_COMPLETED)
         for future in done:
             batch = self.pending.pop(future)
             try:
-                return future.result()
+                return Judged(batch.tag, future.result())
             except Exception as e:  # noqa: BLE001 - a dead or failing replica: retried, then recorded
                 if batch.tries < self.cfg.max_batch_retries:
                     self.resent += 1
                     self._send(batch._replace(tries=batch.tries + 1))
                     continue
                 cause = getattr(e, "cause", None) or e  # the judge's own error, not Ray's wrapper
-                return self._unjudged(batch, f"judge failed {batch.tries + 1} times: {type(cause).__name__}: {cause}")
+                why = f"judge failed {batch.tries + 1} times: {type(cause).__name__}: {cause}"
+                return Judged(batch.tag, self._unjudged(batch, why))
         return None
 
     def _unjudged(self, batch: Batch, why: str) -> pa.Table:

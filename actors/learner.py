@@ -75,10 +75,12 @@ class Learner:
             s.bind(("", 0))
             return ray.util.get_node_ip_address(), s.getsockname()[1]
 
-    def setup(self, master_addr: str, master_port: int) -> RankInfo:
-        """Join the process group, build the model and the DeepSpeed engine; every rank at once."""
+    def setup(self, address: tuple[str, int]) -> RankInfo:
+        """Join the process group at rank 0's `address`, build the model and the DeepSpeed
+        engine; every rank at once."""
         import deepspeed
 
+        master_addr, master_port = address
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world), LOCAL_RANK="0")
         if self.device.type == "cpu":
@@ -205,12 +207,13 @@ class Learner:
             return state if self.rank == 0 else None
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
 
-    def full_weight_buckets(self, bucket_bytes: int):
-        """Rank 0: the weights it gathered for the last policy, as safetensors buckets
-        (raylign/weights.py). The state dict keeps a tied lm_head, which the engines need."""
+    def full_weight_buckets(self, policy: PolicyVersion, bucket_bytes: int):
+        """Rank 0: `policy`'s weights as safetensors buckets (raylign/weights.py): those it
+        gathered when it trained it, else (a restarted rank, a resumed run) its model folder.
+        The state dict keeps a tied lm_head, which the engines need."""
         state, self._unpublished = self._unpublished, None
-        if state is None:
-            raise RuntimeError("no full-weight policy to publish: train a cycle first")
+        if state is None or policy.version != self.version:
+            state = AutoModelForCausalLM.from_pretrained(policy.path, dtype=self.dtype).state_dict()
         yield from to_buckets(state.items(), bucket_bytes)
 
     def _load_policy(self, start: PolicyVersion, run_dir: str) -> None:
@@ -390,22 +393,30 @@ class LearnerGroup:
     """`cfg.world_size` ranks in one placement group (one bundle each) and one process group.
 
     Rank 0 publishes its address and a free port; every rank then joins with a timeout. Calls
-    fan out to every rank (ZeRO needs them all) and rank 0's result is the group's."""
+    fan out to every rank (ZeRO needs them all) and rank 0's result is the group's. A rank that
+    dies during training takes the whole group down with it (the others would wait in a
+    collective until it timed out): `train` replaces every rank and runs the cycle's training
+    again from its starting policy, `learner.max_train_retries` times."""
 
     def __init__(self, model_path: str, dtype: str, cfg: LearnerConfig, seed: int, timeout_s: float):
         self.cfg, self.timeout_s = cfg, timeout_s
+        self._rank_args = (model_path, dtype, cfg, seed)  # one seed: the same model and batches on every rank
         self.placement = place("learners", cfg, cfg.world_size, timeout_s)
+        self._start_ranks()
+
+    def _start_ranks(self) -> None:
         actor = ray.remote(Learner)
         self.ranks = [
             actor.options(
-                num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
+                num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, resources=self.cfg.resources,
                 max_concurrency=2,  # progress() answers while train() runs
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
-            ).remote(model_path, dtype, cfg, seed, rank)  # one seed: the same model and batches on every rank
-            for rank in range(cfg.world_size)
+            ).remote(*self._rank_args, rank)
+            for rank in range(self.cfg.world_size)
         ]
-        master_addr, master_port = ray.get(self.ranks[0].address.remote(), timeout=timeout_s)
-        self._setup = [r.setup.remote(master_addr, master_port) for r in self.ranks]
+        # Not waited for here: the ranks start while the other roles are placed.
+        address = self.ranks[0].address.remote()
+        self._setup = [r.setup.remote(address) for r in self.ranks]
 
     def ready(self) -> list[RankInfo]:
         """Waits until every rank has joined the group and built its engine."""
@@ -415,13 +426,55 @@ class LearnerGroup:
         """`method` on every rank at once (collectives need them all); their results."""
         return ray.get([getattr(r, method).remote(*args) for r in self.ranks], timeout=self.timeout_s)
 
-    def train_async(self, algorithm: str, data: pa.Table, cycle: int, run_dir: str,
-                    start: PolicyVersion, kto: KTOWeights) -> list[ray.ObjectRef]:
-        self.ready()
-        return [r.train.remote(algorithm, data, cycle, run_dir, start, kto) for r in self.ranks]
+    def train(self, algorithm: str, data: pa.Table, cycle: int, run_dir: str, start: PolicyVersion,
+              kto: KTOWeights, on_progress: Callable[[int, int], None] = lambda done, total: None) -> TrainResult:
+        """One cycle's training from `start` on every rank; rank 0's result. `on_progress` hears
+        (steps done, steps planned) about twice a second."""
+        data = ray.put(data)  # once, for every rank and every try
+        retries = 0
+        while True:
+            try:
+                self.ready()
+                refs = [r.train.remote(algorithm, data, cycle, run_dir, start, kto) for r in self.ranks]
+                return self._wait(refs, on_progress)._replace(retries=retries)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                # The survivors of a dead rank often fail first (gloo: connection closed by
+                # peer): what decides is whether a rank is gone, not which error came back first.
+                dead = self._dead_ranks()
+                if not dead:
+                    raise  # the training itself failed: running it again would fail the same way
+                if retries == self.cfg.max_train_retries:
+                    raise RuntimeError(
+                        f"cycle {cycle} training: learner rank(s) {dead} died, on each of {retries + 1} tries "
+                        f"(learner.max_train_retries {self.cfg.max_train_retries})") from e
+                retries += 1
+                self._replace_ranks()
 
-    def progress(self, timeout_s: float) -> tuple[int, int]:
-        return ray.get(self.ranks[0].progress.remote(), timeout=timeout_s)
+    def _wait(self, refs: list[ray.ObjectRef], on_progress: Callable[[int, int], None]) -> TrainResult:
+        pending = refs
+        while pending:
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            ray.get(done)  # a rank that died or failed raises now, not when the others time out
+            on_progress(*ray.get(self.ranks[0].progress.remote(), timeout=self.timeout_s))
+        return ray.get(refs[0])
+
+    def _dead_ranks(self) -> list[int]:
+        """The ranks whose actor is gone: a call to it fails as an actor error."""
+        dead = []
+        for i, rank in enumerate(self.ranks):
+            try:
+                ray.get(rank.progress.remote(), timeout=self.timeout_s)  # answers while train() runs
+            except ray.exceptions.RayActorError:
+                dead.append(i)
+        return dead
+
+    def _replace_ranks(self) -> None:
+        """Kill every rank (the survivors are stuck in a collective with the dead one) and start
+        a fresh group in the same placement group; the next training loads its starting policy
+        from the checkpoint."""
+        for rank in self.ranks:
+            ray.kill(rank, no_restart=True)
+        self._start_ranks()
 
     def publish(self, policy: PolicyVersion) -> PolicyVersion:
         """`policy` with its files in the object store, so engines on any node can load it.
@@ -431,7 +484,8 @@ class LearnerGroup:
         if policy.kind == "lora":
             return policy._replace(payload=(self.ranks[0].policy_files.remote(policy),))
         # Full weights: rank 0 streams the buckets into the object store.
-        stream = self.ranks[0].full_weight_buckets.options(num_returns="streaming").remote(self.cfg.weight_bucket_mb << 20)
+        stream = self.ranks[0].full_weight_buckets.options(num_returns="streaming").remote(
+            policy, self.cfg.weight_bucket_mb << 20)
         return policy._replace(payload=tuple(stream))
 
     def shutdown(self) -> None:

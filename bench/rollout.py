@@ -102,7 +102,7 @@ class BareHF:
 
 def raylign_run(group: GeneratorGroup, prompts, policy: PolicyVersion, sampling: SamplingConfig) -> tuple[int, float]:
     t0 = time.perf_counter()
-    tables = ray.get(group.generate(prompts, policy, sampling, 1, "train", seed=0))
+    tables = ray.get(list(group.generate(prompts, policy, sampling, 1, "train", seed=0).values()))
     seconds = time.perf_counter() - t0
     return sum(t["num_tokens"].to_numpy().sum() for t in tables), seconds
 

@@ -1,13 +1,15 @@
 """The `raylign` command.
 
     raylign run [CONFIG] [--set KEY=VALUE ...] [--out DIR]
+    raylign run --resume RUN [--set cycles=N] [--set ray.KEY=VALUE ...]
     raylign buffer export RUN [--format parquet|jsonl|hf] [--out DIR]
     raylign buffer import FILE RUN
     raylign buffer stats RUN
 
 With no CONFIG, runs the embedded default (configs/local.yaml holds the same values): the
 project's own tiny model, the bundled CARES-schema prompt set and the rules judge, on a local
-Ray. On a cluster the same command runs as the job's entry point (see README).
+Ray. On a cluster the same command runs as the job's entry point (see README). `--resume` continues a
+run that died (or finished) at its first unfinished stage, with the config it started with.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from raylign.config import ConfigError, load_config
+from raylign.config import RESUMABLE_KEYS, Config, ConfigError, load_config
 from raylign.exchange import ExchangeError
 from raylign.prompts import PromptSetError
 
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value by its dotted key, e.g. --set cycles=2 (repeatable)")
     run.add_argument("--out", help="run folder (default: runs/<date-time>)")
+    run.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN at its first unfinished stage")
     buffer = sub.add_parser("buffer", help="export, import or count a run's preference buffer")
     action = buffer.add_subparsers(dest="action", required=True)
     export = action.add_parser("export", help="pairs and KTO examples in TRL's formats")
@@ -75,19 +78,36 @@ def _buffer_command(args) -> None:
         print(json.dumps(exchange.buffer_stats(buffer), indent=2))
 
 
+def _resumed_config(args) -> tuple[Config, Path]:
+    """The config a run started with (RUN/config.yaml), with the overrides a resume may make."""
+    run = Path(args.resume)
+    if args.config or args.out:
+        raise ConfigError("--resume RUN continues RUN with its own config.yaml and folder: give no CONFIG or --out")
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run} has no config.yaml: not a raylign run folder")
+    for assignment in args.overrides:
+        key = assignment.split("=", 1)[0].strip()
+        if key.split(".")[0] not in RESUMABLE_KEYS:
+            raise ConfigError(f"--resume: --set {key} would change what the run computes; only "
+                              f"{', '.join(RESUMABLE_KEYS)} may be set (start a new run to change the rest)")
+    return load_config(run / "config.yaml", [*args.overrides, f"out={run}"]), run
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "buffer":
             _buffer_command(args)
             return 0
-        overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-        cfg = load_config(args.config, overrides)
-        run_dir = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
+        if args.resume:
+            cfg, run_dir = _resumed_config(args)
+        else:
+            cfg = load_config(args.config, list(args.overrides) + ([f"out={args.out}"] if args.out else []))
+            run_dir = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from raylign.driver import Driver  # Ray and torch load only once the config is good
 
-        Driver(cfg, run_dir).run()
+        Driver(cfg, run_dir, resume=bool(args.resume)).run()
     except (ConfigError, PromptSetError, ExchangeError) as e:
         print(f"raylign: error: {e}", file=sys.stderr)
         return 2

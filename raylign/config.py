@@ -8,6 +8,8 @@ Code reads `cfg.section.field` and nothing else: no default lives outside this m
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -116,6 +118,10 @@ class GeneratorConfig(ActorResources):
     """Prompts per generation call; judging starts as each batch finishes."""
     sampling: SamplingConfig = SamplingConfig(samples_per_prompt=8)
     """K = 8: more prompts whose answers differ, so more pairs per cycle."""
+    max_restarts: int = Field(3, ge=0)
+    """Restarts of an engine actor that died (process killed, node lost). A restarted engine
+    loads the model again and redoes the batches it had; a batch's answers are a function of
+    its seed, so the redone batch gives the same answers."""
     vllm: VLLMConfig = VLLMConfig()
 
     @model_validator(mode="after")
@@ -230,7 +236,8 @@ class EnsembleConfig(_Section):
 
 
 class JudgeConfig(ActorResources):
-    name: str = "rules"
+    name: str = Field("rules", pattern=r"^[A-Za-z0-9_.]+$")
+    """Letters, digits, `_` and `.`: it names the judge's Serve application and its buffer parts."""
     kind: Literal["rules", "llm", "reward_model", "self", "ensemble"] = "rules"
     replicas: int = Field(1, ge=1)
     """Replicas of this judge, each a Ray Serve replica on its own resources."""
@@ -356,6 +363,10 @@ class LearnerConfig(ActorResources):
     save_checkpoints: bool = True
     """DeepSpeed checkpoint (model and optimizer state, partitioned) after every cycle, under
     checkpoints/ in the run folder; a restarted learner resumes from it."""
+    max_train_retries: int = Field(1, ge=0)
+    """A rank that dies fails the cycle's training on every rank (the others would wait in a
+    collective): the group is replaced and the training is run again from the cycle's
+    starting policy (its checkpoint), this many times."""
     lora: LoraConfig = LoraConfig()
     learning_rate: float = Field(1e-3, gt=0)
     """1e-3 suits LoRA on the tiny embedded model; use ~5e-6 to 5e-5 for real models."""
@@ -389,6 +400,8 @@ class BufferConfig(_Section):
     pairs.replay_ratio mixes them into training."""
     num_cpus: float = Field(0.25, ge=0)
     resources: dict[str, float] = {}
+    """The buffer actor restarts without limit when it dies (it holds nothing but its root),
+    and a write it had under way is sent again: a part written twice replaces itself."""
 
 
 class RayConfig(_Section):
@@ -497,6 +510,18 @@ def _merged(defaults: dict, given: dict) -> dict:
         both_mappings = isinstance(value, dict) and isinstance(defaults.get(key), dict)
         out[key] = _merged(defaults[key], value) if both_mappings else value
     return out
+
+
+RESUMABLE_KEYS = ("cycles", "ray")
+"""What `raylign run --resume` may change: how many cycles to run, and where Ray runs. The
+rest decides what a cycle computes."""
+
+
+def result_digest(cfg: Config) -> str:
+    """A hash of everything that decides what the run computes (all but RESUMABLE_KEYS and
+    `out`): a resumed run checks it against the one it started with."""
+    values = cfg.model_dump(mode="json", exclude={*RESUMABLE_KEYS, "out"})
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:

@@ -1,14 +1,20 @@
 """The driver: places the roles on Ray and runs the alignment cycles.
 
 One cycle (DESIGN.md):  train prompts -> generate -> judge -> pairs / KTO examples -> buffer
--> train -> held-out generate -> judge -> metrics. Cycle 0 only evaluates the starting policy.
-The driver owns nothing heavy; it times each stage inline, shows a progress bar per stage and
-writes metrics.json after every cycle.
+-> train -> held-out generate -> judge -> metrics. Cycle 0 loads the prompts and evaluates the
+starting policy. The driver owns nothing heavy; it times each stage inline, shows a progress
+bar per stage and writes metrics.json after every cycle.
+
+Every stage reads its input from the buffer (or the run's state) and commits its output there
+before it counts as finished, and the run's state is saved as each stage starts and ends
+(raylign/run_state.py): a run that died resumes at the first unfinished stage with
+`raylign run --resume RUN`, and within a generate-and-judge stage at the first missing batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import random
 import time
@@ -26,12 +32,13 @@ from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
 from raylign.actors.learner import LearnerGroup
 from raylign.agreement import Agreement, agreement
-from raylign.config import Config, ConfigError, SamplingConfig, dump_config
+from raylign.config import RESUMABLE_KEYS, Config, ConfigError, SamplingConfig, dump_config, result_digest
 from raylign.exchange import import_file
 from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
 from raylign.prompts import read_prompts, split
-from raylign.schemas import BASE, ROLLOUTS, TABLES, PolicyVersion, TrainResult
-from raylign.scoring import UNJUDGED, CycleMetrics, cycle_metrics
+from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState
+from raylign.schemas import TABLES, PolicyVersion
+from raylign.scoring import UNJUDGED, cycle_metrics
 
 
 def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
@@ -120,154 +127,190 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
     # After the generators: the `self` judge answers through their engines.
     judges = [JudgePool(judge, f"raylign-{run_dir.name}-{judge.name}", cfg.ray.get_timeout_s, generators.engines)
               for judge in cfg.judges]
+    # Every role starts at once; a role that cannot start stops the run here, with its error.
+    generators.ready()
+    learners.ready()
     return Roles(generators=generators, judges=judges, learners=learners, buffer=buffer)
 
 
-@contextlib.contextmanager
-def stage_timer(seconds: dict[str, float], stage: str):
-    t0 = time.perf_counter()
-    yield
-    seconds[stage] = time.perf_counter() - t0
+def rollouts_part(stage: str, batch: int) -> str:
+    return f"{stage}-{batch:05d}"
+
+
+def judgments_part(stage: str, judge: str, batch: int) -> str:
+    return f"{stage}-{judge}-{batch:05d}"
+
+
+class TrainingSet(NamedTuple):
+    data: pa.Table
+    """The cycle's own pairs (KTO: examples), then the rows replayed from earlier cycles."""
+    fresh: int
+    weights: KTOWeights
+    desirable: int
+    undesirable: int
 
 
 class Driver:
-    def __init__(self, cfg: Config, run_dir: Path, log: Callable[[str], None] = print):
+    """Runs the stages of a run in order, each once: a stage already finished in the run's
+    state (a resumed run) is skipped, and its output read from where it was committed."""
+
+    def __init__(self, cfg: Config, run_dir: Path, log: Callable[[str], None] = print, resume: bool = False):
         # Absolute: actors write adapters and Parquet there from their own working folders.
-        self.cfg, self.run_dir, self.log = cfg, run_dir.resolve(), log
+        self.cfg, self.run_dir, self.log, self.resume = cfg, run_dir.resolve(), log, resume
         self.timeout = cfg.ray.get_timeout_s
+        self._published: PolicyVersion | None = None
 
     def run(self) -> list[dict]:
         cfg = self.cfg
+        self.state = self._resumed_state() if self.resume else self._new_state()
+        if not self.state.all_finished(cfg.cycles):
+            model_path = resolve_model(cfg, self.log)
+            with ray_session(cfg), placed_roles(cfg, model_path, self.run_dir) as self.roles:
+                self._stage(0, "load", self._load)
+                self._stage(0, "evaluate", self._evaluate)
+                for cycle in range(1, cfg.cycles + 1):
+                    self._stage(cycle, "generate_judge", self._generate_train)
+                    self._stage(cycle, "build_data", self._build_data)
+                    self._stage(cycle, "train", self._train)
+                    self._stage(cycle, "evaluate", self._evaluate)
+        self.log("\n" + report.format_table(self.state.records))
+        self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, state.json, buffer/, "
+                 "adapters/ or policies/, checkpoints/)")
+        return self.state.records
+
+    # -- the run's state ------------------------------------------------------------------
+
+    def _new_state(self) -> RunState:
+        if (self.run_dir / STATE_FILE).exists():
+            raise ConfigError(f"{self.run_dir} already holds a run ({STATE_FILE}): continue it with "
+                              f"`raylign run --resume {self.run_dir}`, or give another --out")
+        self._read_inputs()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-        prompt_set = read_prompts(cfg.prompts)
-        prompts = prompt_set.table
-        if prompt_set.skipped:
-            self.log(f"prompts: {prompt_set.skipped} bad row(s) skipped (prompts.on_invalid=skip), "
-                     f"{prompts.num_rows} kept; first problems: {'; '.join(prompt_set.problems[:5])}")
-        held_out = split(prompts, cfg.prompts.eval_split, cfg.prompts.max_eval_prompts, cfg.seed)
-        imported = [import_file(Path(path)) for path in cfg.buffer.imports]  # bad files stop the run here
-        model_path = resolve_model(cfg, self.log)
-        with ray_session(cfg), placed_roles(cfg, model_path, self.run_dir) as self.roles:
-            self._write("prompts", 0, "all", prompts)
-            for path, (table, data) in zip(cfg.buffer.imports, imported):
-                self._write(table, 0, f"import-{Path(path).stem}", data)
-            policy = BASE
-            seconds: dict[str, float] = {}
-            with stage_timer(seconds, "evaluate"):
-                metrics, agreements = self._evaluate(held_out, policy, cycle=0)
-            records = [self._record(metrics, agreements, None, seconds)]
-            records[0]["prompts"] = {"kept": prompts.num_rows, "skipped": prompt_set.skipped,
-                                     "problems": prompt_set.problems[:20]}
-            self._report(records)
-            for cycle in range(1, cfg.cycles + 1):
-                seconds = {}
-                with stage_timer(seconds, "generate_judge"):
-                    batch = split(prompts, cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed + cycle)
-                    judgments = self._generate_and_judge(batch, policy, cfg.generator.sampling, cycle,
-                                                         "train")[cfg.judges[0].name]
-                with stage_timer(seconds, "build_data"):
-                    data, data_summary, weights = self._training_data(judgments, cycle)
-                with stage_timer(seconds, "train"):
-                    result = self._train(data, cycle, policy, weights)
-                policy = self.roles.learners.publish(result.policy)
-                with stage_timer(seconds, "evaluate"):
-                    metrics, agreements = self._evaluate(held_out, policy, cycle)
-                records.append(self._record(metrics, agreements, result, seconds, data_summary))
-                self._report(records)
-        self.log("\n" + report.format_table(records))
-        self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, buffer/, adapters/ or policies/, checkpoints/)")
-        return records
+        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        state = RunState(config_digest=result_digest(self.cfg))
+        state.save(self.run_dir)
+        return state
+
+    def _resumed_state(self) -> RunState:
+        state = RunState.load(self.run_dir)
+        if state.config_digest != result_digest(self.cfg):
+            raise ConfigError(f"{self.run_dir}: the config differs from the one the run started with (only "
+                              f"{', '.join(RESUMABLE_KEYS)} may change on --resume); start a new run instead")
+        state.starts += 1
+        state.save(self.run_dir)
+        where = state.next_stage(self.cfg.cycles)
+        self.log(f"resuming {self.run_dir}: {len(state.finished)} stage(s) finished"
+                 + (f"; continuing at cycle {where[0]} {where[1]}" if where else "; nothing left to run"))
+        if not state.is_finished(0, "load"):
+            self._read_inputs()
+        if state.records:  # metrics.json may lag the state by one write
+            report.write_metrics(self.run_dir, state.records)
+        return state
+
+    def _read_inputs(self) -> None:
+        """The prompt set and the imports, for the load stage; bad files (or a split with no
+        rows) stop the run here, before anything is placed."""
+        prompt_set = read_prompts(self.cfg.prompts)
+        for name in (self.cfg.prompts.train_split, self.cfg.prompts.eval_split):
+            split(prompt_set.table, name, None, self.cfg.seed)
+        self._inputs = prompt_set, [import_file(Path(p)) for p in self.cfg.buffer.imports]
+
+    def _stage(self, cycle: int, stage: str, run: Callable[[int], None]) -> None:
+        """Run one stage unless it is finished; the state is saved as it starts and as it ends.
+        The cycle's record is closed with its last stage, evaluate."""
+        state = self.state
+        if state.is_finished(cycle, stage):
+            return
+        state.start(cycle, stage)
+        state.save(self.run_dir)
+        t0 = time.perf_counter()
+        run(cycle)
+        state.current.seconds[stage] = round(time.perf_counter() - t0, 2)
+        if stage == "evaluate":
+            state.records.append(self._record(cycle))
+            state.current = CycleProgress()
+        state.finish(cycle, stage)
+        state.save(self.run_dir)
+        if stage == "evaluate":
+            self._report(state.records)
+
+    def _policy(self) -> PolicyVersion:
+        """The policy the finished stages left, with its files in the object store (once per
+        version: a resumed run publishes it again from its folder)."""
+        policy = self.state.policy.policy(self.run_dir)
+        if policy.kind == "base":
+            return policy
+        if self._published is None or self._published._replace(payload=()) != policy:
+            self._published = self.roles.learners.publish(policy)
+        return self._published
+
+    @functools.cached_property
+    def prompts(self) -> pa.Table:
+        """The prompt set as committed to the buffer by the load stage."""
+        return self._read("prompts", 0)
 
     # -- stages ---------------------------------------------------------------------------
 
-    def _generate_and_judge(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig,
-                            cycle: int, stage: str) -> dict[str, pa.Table]:
-        """Generate in batches; each batch goes to every judge as soon as it is done. Returns
-        each judge's judgments by judge name."""
-        pending = self.roles.generators.generate(prompts, policy, sampling, cycle, stage, self.cfg.seed)
-        pools = self.roles.judges
-        judged: dict[str, list[pa.Table]] = {pool.cfg.name: [] for pool in pools}
-        last_progress = time.monotonic()
-        total = prompts.num_rows * sampling.samples_per_prompt
-        with tqdm(total=total, desc=f"cycle {cycle} {stage}: generate+judge", unit="answer", leave=False) as bar:
-            while pending or any(pool.has_next() for pool in pools):
-                busy = any(pool.has_next() for pool in pools)
-                if pending:
-                    # Block briefly on generation only when the judges have nothing to return.
-                    done, pending = ray.wait(pending, num_returns=len(pending), timeout=0 if busy else 0.2)
-                    for ref in done:
-                        for pool in pools:
-                            pool.submit(ref, policy)
-                progressed = False
-                for primary, pool in zip([True] + [False] * (len(pools) - 1), pools):
-                    table = pool.poll(timeout_s=0.2 / len(pools)) if pool.has_next() else None
-                    if table is None:
-                        continue
-                    parts = judged[pool.cfg.name]
-                    part = f"{stage}-{len(parts):04d}" if primary else f"{stage}-{pool.cfg.name}-{len(parts):04d}"
-                    if primary:  # one copy of the answers, whatever the number of judges
-                        self._write("rollouts", cycle, part, table.select(ROLLOUTS.names))
-                        bar.update(table.num_rows)
-                    self._write("judgments", cycle, part, table)
-                    parts.append(table)
-                    progressed = True
-                if progressed:
-                    last_progress = time.monotonic()
-                elif time.monotonic() - last_progress > self.timeout:
-                    raise TimeoutError(f"cycle {cycle} {stage}: no batch generated and judged in "
-                                       f"{self.timeout:.0f}s (ray.get_timeout_s)")
-        return {name: pa.concat_tables(tables) for name, tables in judged.items()}
+    def _load(self, cycle: int) -> None:
+        """The prompt set, and any imports, into the buffer at cycle 0."""
+        prompt_set, imported = self._inputs
+        if prompt_set.skipped:
+            self.log(f"prompts: {prompt_set.skipped} bad row(s) skipped (prompts.on_invalid=skip), "
+                     f"{prompt_set.table.num_rows} kept; first problems: {'; '.join(prompt_set.problems[:5])}")
+        self._write("prompts", cycle, "all", prompt_set.table)
+        for path, (table, data) in zip(self.cfg.buffer.imports, imported):
+            self._write(table, cycle, f"import-{Path(path).stem}", data)
+        self.state.current.prompts = {"kept": prompt_set.table.num_rows, "skipped": prompt_set.skipped,
+                                      "problems": prompt_set.problems[:20]}
 
-    def _training_data(self, judgments: pa.Table, cycle: int) -> tuple[pa.Table, dict, KTOWeights]:
-        """DPO pairs and KTO examples, both written to the buffer; returns the algorithm's data
-        (with earlier cycles' rows replayed into it), a summary, and the KTO class weights."""
+    def _generate_train(self, cycle: int) -> None:
+        cfg = self.cfg
+        batch = split(self.prompts, cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed + cycle)
+        self._generate_and_judge(batch, self._policy(), cfg.generator.sampling, cycle, "train")
+
+    def _build_data(self, cycle: int) -> None:
+        """DPO pairs and KTO examples from judges[0]'s labels, both into the buffer."""
+        judgments = self._judged(cycle, "train")[self.cfg.judges[0].name]
         distinct = distinct_answers(judgments) if self.cfg.buffer.dedup else judgments
         pairs, stats = build_pairs(distinct, self.cfg.pairs, cycle, self.cfg.seed + cycle)
-        examples = build_kto_examples(distinct, self.cfg.kto, cycle)
         self._write("pairs", cycle, "all", pairs)
-        self._write("kto", cycle, "all", examples)
-        table, fresh = ("kto", examples) if self.cfg.algorithm == "kto" else ("pairs", pairs)
-        data = pa.concat_tables([fresh, self._replay(table, fresh.num_rows, cycle)])
-        examples = data if table == "kto" else examples
-        n_desirable = int(pc.sum(examples["label"]).as_py() or 0)
-        weights = kto_weights(n_desirable, examples.num_rows - n_desirable)
-        summary = {**stats._asdict(), "duplicates_dropped": judgments.num_rows - distinct.num_rows,
-                   "replayed": data.num_rows - fresh.num_rows, "desirable": n_desirable,
-                   "undesirable": examples.num_rows - n_desirable,
-                   "desirable_weight": weights.desirable, "undesirable_weight": weights.undesirable}
-        return data, summary, weights
+        self._write("kto", cycle, "all", build_kto_examples(distinct, self.cfg.kto, cycle))
+        training = self._training_set(cycle)
+        self.state.current.data = {
+            **stats._asdict(), "duplicates_dropped": judgments.num_rows - distinct.num_rows,
+            "replayed": training.data.num_rows - training.fresh, "desirable": training.desirable,
+            "undesirable": training.undesirable, "desirable_weight": training.weights.desirable,
+            "undesirable_weight": training.weights.undesirable,
+        }
 
-    def _replay(self, table: str, fresh_rows: int, cycle: int) -> pa.Table:
-        """A seeded sample of earlier cycles' rows, pairs.replay_ratio times the cycle's own."""
-        wanted = round(self.cfg.pairs.replay_ratio * fresh_rows)
-        if not wanted:
-            return TABLES[table].empty_table()
-        earlier = ray.get(self.roles.buffer.read.remote(table), timeout=self.timeout)
-        earlier = earlier.filter(pc.less(earlier["cycle"], cycle))
-        if self.cfg.algorithm == "modpo":  # MODPO's margins need the judges' scores; imports have none
-            earlier = earlier.filter(pc.is_valid(earlier["chosen_scores"]))
-        picked = random.Random(self.cfg.seed * 31 + cycle).sample(range(earlier.num_rows), min(wanted, earlier.num_rows))
-        return earlier.take(sorted(picked))
-
-    def _train(self, data: pa.Table, cycle: int, policy: PolicyVersion, weights: KTOWeights) -> TrainResult:
-        refs = self.roles.learners.train_async(
-            self.cfg.algorithm, data, cycle, str(self.run_dir), policy, weights
-        )
+    def _train(self, cycle: int) -> None:
+        training = self._training_set(cycle)
+        start = self.state.policy.policy(self.run_dir)
         with tqdm(desc=f"cycle {cycle} train ({self.cfg.algorithm})", unit="step", leave=False) as bar:
-            done: list = []
-            while len(done) < len(refs):
-                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0.5)
-                bar.n, bar.total = self.roles.learners.progress(self.timeout)
+            def progress(done: int, total: int) -> None:
+                bar.n, bar.total = done, total
                 bar.refresh()
-        return ray.get(refs, timeout=self.timeout)[0]
 
-    def _evaluate(self, held_out: pa.Table, policy: PolicyVersion,
-                  cycle: int) -> tuple[CycleMetrics, dict[str, Agreement]]:
-        """The metrics by judges[0], and the agreement of every two judges that give labels,
-        keyed "first,second" in the config's order."""
-        by_judge = self._generate_and_judge(held_out, policy, self.cfg.evaluation.sampling, cycle, "eval")
-        primary = by_judge[self.cfg.judges[0].name]
+            result = self.roles.learners.train(self.cfg.algorithm, training.data, cycle, str(self.run_dir), start,
+                                               training.weights, progress)
+        if result.retries:
+            self.log(f"cycle {cycle} train: a learner rank died; trained again from the checkpoint "
+                     f"({result.retries} retry(s))")
+        self.state.policy = PolicyRecord.of(result.policy, self.run_dir)
+        self.state.current.training = {
+            "algorithm": self.cfg.algorithm, "examples": result.examples, "steps": result.steps,
+            "mean_loss": result.mean_loss, "final_loss": result.final_loss, "adapter": result.policy.path,
+            "retries": result.retries,
+        }
+
+    def _evaluate(self, cycle: int) -> None:
+        """The held-out metrics by judges[0], and the agreement of every two judges that give
+        labels, keyed "first,second" in the config's order."""
+        cfg = self.cfg
+        held_out = split(self.prompts, cfg.prompts.eval_split, cfg.prompts.max_eval_prompts, cfg.seed)
+        self._generate_and_judge(held_out, self._policy(), cfg.evaluation.sampling, cycle, "eval")
+        by_judge = self._judged(cycle, "eval")
+        primary = by_judge[cfg.judges[0].name]
         metrics = cycle_metrics(
             cycle,
             labels=primary["label"].to_pylist(),
@@ -276,29 +319,123 @@ class Driver:
             methods=primary["method"].to_pylist(),
         )
         labelling = [pool.cfg.name for pool in self.roles.judges if pool.info.labels]
-        return metrics, {f"{a},{b}": judge_agreement(by_judge[a], by_judge[b])
-                         for a, b in itertools.combinations(labelling, 2)}
+        self.state.current.metrics = metrics.to_json()
+        self.state.current.agreement = {f"{a},{b}": judge_agreement(by_judge[a], by_judge[b])._asdict()
+                                        for a, b in itertools.combinations(labelling, 2)}
+
+    # -- generate and judge, batch by batch -----------------------------------------------
+
+    def _generate_and_judge(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig,
+                            cycle: int, stage: str) -> None:
+        """Generate in batches; each batch's answers go to the buffer and to every judge as soon
+        as they are done, and each judge's verdicts to the buffer as they come back. Parts are
+        named by batch, so a batch done again replaces its parts, and a stage that is run again
+        (a resumed run) only does the batches whose parts are missing: judging stored answers
+        where only verdicts are missing, generating where answers are."""
+        pools, generators = self.roles.judges, self.roles.generators
+        todo, stored = self._missing_batches(generators.num_batches(prompts), cycle, stage)
+        for i in stored:
+            answers = self.roles.buffer.read.remote("rollouts", cycle, rollouts_part(stage, i))
+            for pool in todo[i]:
+                pool.submit(answers, policy, tag=i)
+        pending = {ref: i for i, ref in generators.generate(prompts, policy, sampling, cycle, stage, self.cfg.seed,
+                                                            batches=todo.keys() - stored).items()}
+        primary = pools[0]
+        size = self.cfg.generator.batch_size
+        answers = [min(size, prompts.num_rows - i * size) * sampling.samples_per_prompt
+                   for i in range(generators.num_batches(prompts))]
+        already = sum(n for i, n in enumerate(answers) if primary not in todo.get(i, ()))
+        last_progress = time.monotonic()
+        with tqdm(total=sum(answers), initial=already, desc=f"cycle {cycle} {stage}: generate+judge", unit="answer",
+                  leave=False) as bar:
+            while pending or any(pool.has_next() for pool in pools):
+                busy = any(pool.has_next() for pool in pools)
+                progressed = False
+                if pending:
+                    # Block briefly on generation only when the judges have nothing to return.
+                    done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0 if busy else 0.2)
+                    for ref in done:
+                        i = pending.pop(ref)
+                        self._write("rollouts", cycle, rollouts_part(stage, i), ref)  # straight from the engine
+                        for pool in todo[i]:
+                            pool.submit(ref, policy, tag=i)
+                        progressed = True
+                for pool in pools:
+                    judged_batch = pool.poll(timeout_s=0.2 / len(pools)) if pool.has_next() else None
+                    if judged_batch is None:
+                        continue
+                    self._write("judgments", cycle, judgments_part(stage, pool.cfg.name, judged_batch.tag),
+                                judged_batch.table)
+                    if pool is primary:
+                        bar.update(judged_batch.table.num_rows)
+                    progressed = True
+                if progressed:
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > self.timeout:
+                    raise TimeoutError(f"cycle {cycle} {stage}: no batch generated and judged in "
+                                       f"{self.timeout:.0f}s (ray.get_timeout_s)")
+
+    def _missing_batches(self, batches: int, cycle: int, stage: str) -> tuple[dict[int, list[JudgePool]], set[int]]:
+        """The judges each batch still lacks verdicts of (batches with none left out), and the
+        batches among them whose answers are already stored."""
+        generated = set(self._parts("rollouts", cycle))
+        judged = set(self._parts("judgments", cycle))
+        todo = {i: [pool for pool in self.roles.judges if judgments_part(stage, pool.cfg.name, i) not in judged]
+                for i in range(batches)}
+        todo = {i: missing for i, missing in todo.items() if missing}
+        return todo, {i for i in todo if rollouts_part(stage, i) in generated}
+
+    # -- the buffer -----------------------------------------------------------------------
+
+    def _write(self, table: str, cycle: int, part: str, data: pa.Table | ray.ObjectRef) -> int:
+        return ray.get(self.roles.buffer.write.remote(table, cycle, part, data), timeout=self.timeout)
+
+    def _read(self, table: str, cycle: int | None = None) -> pa.Table:
+        return ray.get(self.roles.buffer.read.remote(table, cycle), timeout=self.timeout)
+
+    def _parts(self, table: str, cycle: int) -> list[str]:
+        return ray.get(self.roles.buffer.parts.remote(table, cycle), timeout=self.timeout)
+
+    def _judged(self, cycle: int, stage: str) -> dict[str, pa.Table]:
+        """Each judge's committed judgments of one stage, in batch order."""
+        rows = self._read("judgments", cycle)
+        rows = rows.filter(pc.equal(rows["stage"], stage))
+        return {pool.cfg.name: rows.filter(pc.equal(rows["judge"], pool.cfg.name)) for pool in self.roles.judges}
+
+    def _training_set(self, cycle: int) -> TrainingSet:
+        """The algorithm's data for `cycle` from the buffer (with earlier cycles' rows replayed
+        into it), and the KTO class weights from its desirable and undesirable counts."""
+        table = "kto" if self.cfg.algorithm == "kto" else "pairs"
+        fresh = self._read(table, cycle)
+        data = pa.concat_tables([fresh, self._replay(table, fresh.num_rows, cycle)])
+        examples = data if table == "kto" else self._read("kto", cycle)
+        desirable = int(pc.sum(examples["label"]).as_py() or 0)
+        undesirable = examples.num_rows - desirable
+        return TrainingSet(data, fresh.num_rows, kto_weights(desirable, undesirable), desirable, undesirable)
+
+    def _replay(self, table: str, fresh_rows: int, cycle: int) -> pa.Table:
+        """A seeded sample of earlier cycles' rows, pairs.replay_ratio times the cycle's own."""
+        wanted = round(self.cfg.pairs.replay_ratio * fresh_rows)
+        if not wanted:
+            return TABLES[table].empty_table()
+        earlier = self._read(table)
+        earlier = earlier.filter(pc.less(earlier["cycle"], cycle))
+        if self.cfg.algorithm == "modpo":  # MODPO's margins need the judges' scores; imports have none
+            earlier = earlier.filter(pc.is_valid(earlier["chosen_scores"]))
+        picked = random.Random(self.cfg.seed * 31 + cycle).sample(range(earlier.num_rows), min(wanted, earlier.num_rows))
+        return earlier.take(sorted(picked))
 
     # -- bookkeeping ----------------------------------------------------------------------
 
-    def _write(self, table: str, cycle: int, part: str, data: pa.Table) -> int:
-        return ray.get(self.roles.buffer.write.remote(table, cycle, part, data), timeout=self.timeout)
-
-    def _record(self, metrics: CycleMetrics, agreements: dict[str, Agreement], result: TrainResult | None,
-                seconds: dict, data_summary: dict | None = None) -> dict:
-        record = metrics.to_json()
-        # Every two labelling judges, on the answers both could label.
-        record["agreement"] = {name: a._asdict() for name, a in agreements.items()}
-        record["training"] = None if result is None else {
-            "algorithm": self.cfg.algorithm,
-            **(data_summary or {}),
-            "examples": result.examples,
-            "steps": result.steps,
-            "mean_loss": result.mean_loss,
-            "final_loss": result.final_loss,
-            "adapter": result.policy.path,
-        }
-        record["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    def _record(self, cycle: int) -> dict:
+        """The cycle's metrics.json entry, from what its stages recorded."""
+        current = self.state.current
+        record = dict(current.metrics)
+        record["agreement"] = current.agreement  # every two labelling judges, on answers both labelled
+        record["training"] = None if current.training is None else {**(current.data or {}), **current.training}
+        record["seconds"] = current.seconds
+        if current.prompts is not None:
+            record["prompts"] = current.prompts
         return record
 
     def _report(self, records: list[dict]) -> None:

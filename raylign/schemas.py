@@ -130,6 +130,8 @@ class TrainResult(NamedTuple):
     mean_loss: float
     final_loss: float
     seconds: float
+    retries: int = 0
+    """Times the training was run again after a rank died (learner.max_train_retries)."""
 
 
 def user_turn(text: str) -> list[dict]:

@@ -1,14 +1,18 @@
-"""A stand-in for a remote judge model: an OpenAI-compatible chat endpoint on loopback.
+"""Helpers for tests and benchmarks.
 
-For tests and benchmarks of the `llm` judge, which talks HTTP to a server it does not own. It
-answers /v1/chat/completions after a fixed delay (a latency-bound judge), with a verdict taken
-from the judged answer: the text after "VERDICT>" in it, else "Verdict: Accept". It can fail the
-first N requests (HTTP 500) and can require an API key. It binds 127.0.0.1 only.
+- `LoopbackJudgeServer`, a stand-in for a remote judge model: an OpenAI-compatible chat
+  endpoint on loopback, for the `llm` judge, which talks HTTP to a server it does not own. It
+  answers /v1/chat/completions after a fixed delay (a latency-bound judge), with a verdict taken
+  from the judged answer: the text after "VERDICT>" in it, else "Verdict: Accept". It can fail
+  the first N requests (HTTP 500) and can require an API key. It binds 127.0.0.1 only.
+- `kill_actor_process`: a crash for fault injection, SIGKILL to a live actor's process.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,5 +98,19 @@ def pool_throughput(pool, rows: pa.Table, batches: int) -> tuple[float, pa.Table
         pool.submit(rows.slice(start, size))
     judged = []
     while pool.has_next():
-        judged.append(pool.poll(timeout_s=120))
+        judged.append(pool.poll(timeout_s=120).table)
     return rows.num_rows / (time.perf_counter() - t0), pa.concat_tables(judged)
+
+
+def kill_actor_process(class_name: str) -> int:
+    """SIGKILL the process of a live actor whose class name starts with `class_name`
+    (`VLLMGenerator`, `PreferenceBuffer`, `Learner`, `ServeReplica:<app>`), on this machine, as
+    a crash would; Ray sees an actor that died. Returns the pid killed."""
+    from ray._private import state  # the actor table with pids; the public state API needs the dashboard
+
+    alive = [a for a in state.actors().values() if a["State"] == "ALIVE" and a["ActorClassName"].startswith(class_name)]
+    if not alive:
+        raise LookupError(f"no live actor of class {class_name}")
+    pid = int(alive[0]["Pid"])
+    os.kill(pid, signal.SIGKILL)
+    return pid

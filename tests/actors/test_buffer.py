@@ -51,3 +51,16 @@ def test_unknown_table_and_wrong_schema_fail_loudly(tmp_path):
         buf.write("rewards", 0, "a", prompts(1))
     with pytest.raises((pa.ArrowInvalid, ValueError, KeyError)):
         buf.write("pairs", 0, "a", prompts(1))
+
+
+def test_parts_are_listed_by_name_and_read_one_at_a_time(tmp_path):
+    buf = PreferenceBuffer(str(tmp_path))
+    buf.write("prompts", 1, "train-00001", prompts(2, start=2))
+    buf.write("prompts", 1, "train-00000", prompts(2))
+    (tmp_path / "prompts" / "cycle=1" / ".train-00002.ab.tmp").write_bytes(b"half")  # a write that died
+    assert buf.parts("prompts", 1) == ["train-00000", "train-00001"]
+    assert buf.parts("prompts", 2) == []
+    assert buf.read("prompts", 1, part="train-00001")["id"].to_pylist() == ["p2", "p3"]
+    assert buf.read("prompts", 1)["id"].to_pylist() == ["p0", "p1", "p2", "p3"]  # parts in name order
+    with pytest.raises(ValueError, match="needs its cycle"):
+        buf.read("prompts", part="train-00000")

@@ -66,7 +66,7 @@ def group(local_ray, model_path):
 
 
 def run(group, prompts, policy, sampling=GREEDY, seed=0) -> pa.Table:
-    return pa.concat_tables(ray.get(group.generate(prompts, policy, sampling, 1, "eval", seed), timeout=300))
+    return pa.concat_tables(ray.get(list(group.generate(prompts, policy, sampling, 1, "eval", seed).values()), timeout=300))
 
 
 def answers(table: pa.Table) -> list[str]:

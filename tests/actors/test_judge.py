@@ -23,8 +23,8 @@ def latency_bound(server, name: str, **kw) -> JudgeConfig:
 def drain(pool: JudgePool) -> pa.Table:
     judged = []
     while pool.has_next():
-        table = pool.poll(timeout_s=1)
-        judged += [] if table is None else [table]
+        out = pool.poll(timeout_s=1)
+        judged += [] if out is None else [out.table]
     return pa.concat_tables(judged)
 
 
@@ -102,8 +102,8 @@ def test_the_pool_scales_out_with_backlog_and_stays_within_max(local_ray):
             seen = []
             judged = []
             while pool.has_next():
-                table = pool.poll(timeout_s=0.5)
-                judged += [] if table is None else [table]
+                out = pool.poll(timeout_s=0.5)
+                judged += [] if out is None else [out.table]
                 seen.append(pool.running())
             out = pa.concat_tables(judged)
         finally:

@@ -48,7 +48,7 @@ def judge_once(pool: JudgePool, rows: pa.Table) -> pa.Table:
     out = None
     while out is None:
         out = pool.poll(timeout_s=300)
-    return out
+    return out.table
 
 
 def test_the_policy_judges_its_own_answers_through_the_generators_engine(generators, styled):

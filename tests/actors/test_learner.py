@@ -1,5 +1,6 @@
 """The learner group for real: DeepSpeed ZeRO-3 across Ray actors, gloo on CPU."""
 
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -78,10 +79,14 @@ def test_full_finetuning_gathers_the_whole_model_for_the_engines(local_ray, mode
         group.ready()
         (result, _) = group.call("train", "dpo", fixed_pairs(), 1, str(tmp_path), BASE, KTOWeights(1.0, 1.0))
         policy = group.publish(result.policy)
+        # Published again (a resumed run, a restarted rank): read back from the model folder.
+        again = group.publish(result.policy)
     finally:
         group.shutdown()
     assert policy.kind == "full" and len(policy.payload) > 1  # 1 MiB buckets: several
     sent = {k: v for ref in policy.payload for k, v in from_bucket(ray.get(ref)).items()}
+    resent = {k: v for ref in again.payload for k, v in from_bucket(ray.get(ref)).items()}
+    assert set(resent) == set(sent) and all(torch.equal(resent[k], sent[k]) for k in sent)  # tied lm_head too
     initial = AutoModelForCausalLM.from_pretrained(model_path).state_dict()
     written = AutoModelForCausalLM.from_pretrained(policy.path).state_dict()
     assert set(initial) <= set(sent)
@@ -157,3 +162,28 @@ def test_one_bf16_step_on_a_gpu_with_nccl(local_ray, model_path, tmp_path):
     finally:
         group.shutdown()
     assert result.steps == 1 and result.mean_loss == result.mean_loss  # not NaN
+
+
+def test_a_rank_that_dies_mid_training_fails_the_call_on_every_rank_at_once(local_ray, model_path, tmp_path):
+    """With no retries left, the group raises as soon as the rank dies, naming it, instead of
+    leaving the other rank to wait out its collective timeout."""
+    import threading
+
+    from raylign.testing import kill_actor_process
+
+    cfg = LearnerConfig(world_size=2, batch_size=8, epochs=40, max_train_retries=0, init_timeout_s=240)
+    group = LearnerGroup(model_path, "float32", cfg, seed=0, timeout_s=300)
+    started = threading.Event()
+    try:
+        group.ready()
+        killer = threading.Timer(0, lambda: started.wait(120) and kill_actor_process("Learner"))
+        killer.start()
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"cycle 1 training: learner rank\(s\) \[[01]\] died, on each of 1 "
+                                               r"tries \(learner.max_train_retries 0\)"):
+            group.train("dpo", fixed_pairs(), 1, str(tmp_path), BASE, KTOWeights(1.0, 1.0),
+                        on_progress=lambda done, total: done >= 1 and started.set())
+        failed_after = time.monotonic() - t0
+    finally:
+        group.shutdown()
+    assert failed_after < cfg.init_timeout_s / 2  # not the survivor's collective timeout

@@ -1,0 +1,120 @@
+"""The state of a run, recorded after every stage, so that a run that died resumes where it died.
+
+`state.json` in the run folder says which stages are finished, which one was under way, the
+policy the finished ones left, the records of the evaluated cycles, and what the cycle under
+way has produced so far (its data summary, its training result, its timings). It is rewritten
+atomically (a temporary file, then a rename) when a stage starts and when it ends. A stage
+counts as finished only once its output is in the buffer (or, for training, in the adapter and
+checkpoint folders), so `raylign run --resume RUN` continues at the first unfinished stage,
+redoes no finished one, and reads what the finished ones made.
+
+The stages: cycle 0 loads the prompts (and any imports) into the buffer and evaluates the
+starting policy; every later cycle generates and judges, builds its training data, trains and
+evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from raylign.config import ConfigError
+from raylign.schemas import BASE, PolicyVersion
+
+FIRST_STAGES = ("load", "evaluate")
+CYCLE_STAGES = ("generate_judge", "build_data", "train", "evaluate")
+STATE_FILE = "state.json"
+
+
+def stages(cycles: int) -> list[tuple[int, str]]:
+    """Every stage of a run of `cycles` cycles, in the order they run."""
+    return [(0, s) for s in FIRST_STAGES] + [(c, s) for c in range(1, cycles + 1) for s in CYCLE_STAGES]
+
+
+class PolicyRecord(BaseModel):
+    """A PolicyVersion without its object-store payload, which dies with the driver."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = 0
+    kind: Literal["base", "lora", "full"] = "base"
+    path: str | None = None
+    """Relative to the run folder when inside it, so that a moved run folder still resumes."""
+
+    @classmethod
+    def of(cls, policy: PolicyVersion, run_dir: Path) -> "PolicyRecord":
+        path = policy.path
+        if path is not None and Path(path).is_relative_to(run_dir):
+            path = str(Path(path).relative_to(run_dir))
+        return cls(version=policy.version, kind=policy.kind, path=path)
+
+    def policy(self, run_dir: Path) -> PolicyVersion:
+        if self.kind == "base":
+            return BASE
+        return PolicyVersion(self.version, self.kind, None if self.path is None else str(run_dir / self.path))
+
+
+class CycleProgress(BaseModel):
+    """What the cycle under way has made so far; it becomes the cycle's record."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: dict[str, float] = {}
+    prompts: dict | None = None  # cycle 0: rows kept and skipped
+    data: dict | None = None  # build_data: pairs and KTO summary
+    training: dict | None = None  # train: steps, losses, the new policy's folder
+    metrics: dict | None = None  # evaluate: the CARES metrics
+    agreement: dict = {}
+
+
+class RunState(BaseModel):
+    # NaN (a loss of no steps) written as json.dumps writes it, not as null.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    format: Literal[1] = 1
+    config_digest: str
+    """raylign.config.result_digest of the config the run started with."""
+    finished: list[tuple[int, str]] = []
+    running: tuple[int, str] | None = None
+    """The stage under way when this was written; after a crash, the one that died."""
+    starts: int = 1
+    """How many times the run was started: 1, plus one per resume."""
+    policy: PolicyRecord = PolicyRecord()
+    """The policy the finished stages left: the one the next stage generates with."""
+    records: list[dict] = []
+    """One per evaluated cycle, as in metrics.json."""
+    current: CycleProgress = CycleProgress()
+
+    def is_finished(self, cycle: int, stage: str) -> bool:
+        return (cycle, stage) in self.finished
+
+    def all_finished(self, cycles: int) -> bool:
+        return all(self.is_finished(c, s) for c, s in stages(cycles))
+
+    def next_stage(self, cycles: int) -> tuple[int, str] | None:
+        return next((cs for cs in stages(cycles) if cs not in self.finished), None)
+
+    def start(self, cycle: int, stage: str) -> None:
+        self.running = (cycle, stage)
+
+    def finish(self, cycle: int, stage: str) -> None:
+        self.finished.append((cycle, stage))
+        self.running = None
+
+    def save(self, run_dir: Path) -> None:
+        path = run_dir / STATE_FILE
+        tmp = path.with_name(f".{STATE_FILE}.tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, path)  # readers see the old state or the new one, never half of one
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunState":
+        path = run_dir / STATE_FILE
+        if not path.is_file():
+            raise ConfigError(f"{run_dir} has no {STATE_FILE}: not a raylign run folder, or its run died before "
+                              "the first stage began; start it again without --resume")
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except (ValueError, ValidationError) as e:
+            raise ConfigError(f"{path} cannot be read ({str(e).splitlines()[0]}): the run cannot be resumed") from None

@@ -1,0 +1,68 @@
+import json
+import math
+
+import pytest
+
+from raylign.config import ConfigError, load_config, result_digest
+from raylign.run_state import STATE_FILE, PolicyRecord, RunState, stages
+from raylign.schemas import BASE, PolicyVersion
+
+
+def test_stages_run_in_the_cycle_order_of_the_design():
+    assert stages(2) == [
+        (0, "load"), (0, "evaluate"),
+        (1, "generate_judge"), (1, "build_data"), (1, "train"), (1, "evaluate"),
+        (2, "generate_judge"), (2, "build_data"), (2, "train"), (2, "evaluate"),
+    ]
+
+
+def test_the_next_stage_is_the_first_unfinished_one(tmp_path):
+    state = RunState(config_digest="d")
+    for stage in stages(1)[:3]:
+        state.start(*stage)
+        state.finish(*stage)
+    state.start(1, "build_data")  # under way when the run died
+    assert state.next_stage(1) == (1, "build_data") and not state.all_finished(1)
+    assert state.next_stage(2) == (1, "build_data")
+    for stage in stages(1)[3:]:
+        state.finish(*stage)
+    assert state.all_finished(1) and state.next_stage(1) is None
+    assert state.next_stage(3) == (2, "generate_judge")  # more cycles continue a finished run
+
+
+def test_state_round_trips_through_its_file_nan_included(tmp_path):
+    policy = PolicyVersion(2, "lora", str(tmp_path / "adapters" / "cycle_002"))
+    state = RunState(config_digest="abc", policy=PolicyRecord.of(policy, tmp_path))
+    state.finish(0, "load")
+    state.start(0, "evaluate")
+    state.records.append({"cycle": 0, "safety_score": 0.5, "training": {"mean_loss": float("nan")}})
+    state.current.seconds["load"] = 0.1
+    state.save(tmp_path)
+    again = RunState.load(tmp_path)
+    assert again.finished == [(0, "load")] and again.running == (0, "evaluate")
+    assert again.is_finished(0, "load") and not again.is_finished(0, "evaluate")
+    assert math.isnan(again.records[0]["training"]["mean_loss"])
+    assert again.current.seconds == {"load": 0.1}
+    assert again.policy.path == "adapters/cycle_002"  # the run folder may move
+    assert again.policy.policy(tmp_path) == policy
+    assert again.policy.policy(tmp_path / "moved") == policy._replace(path=str(tmp_path / "moved/adapters/cycle_002"))
+    assert RunState(config_digest="x").policy.policy(tmp_path) == BASE
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, then renamed
+
+
+def test_a_missing_or_unreadable_state_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=f"has no {STATE_FILE}: not a raylign run folder"):
+        RunState.load(tmp_path)
+    (tmp_path / STATE_FILE).write_text('{"format": 1, "finished": [[0, "load"]')
+    with pytest.raises(ConfigError, match="cannot be read .* cannot be resumed"):
+        RunState.load(tmp_path)
+    (tmp_path / STATE_FILE).write_text(json.dumps({"format": 1, "config_digest": "d", "finished": "all"}))
+    with pytest.raises(ConfigError, match="cannot be read"):
+        RunState.load(tmp_path)
+
+
+def test_the_digest_ignores_what_a_resume_may_change_and_nothing_else():
+    base = result_digest(load_config())
+    assert result_digest(load_config(overrides=["cycles=7", "ray.get_timeout_s=60", "out=elsewhere"])) == base
+    assert result_digest(load_config(overrides=["learner.beta=0.2"])) != base
+    assert result_digest(load_config(overrides=["seed=1"])) != base
