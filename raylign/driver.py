@@ -299,7 +299,8 @@ class Driver:
         self.state.policy = PolicyRecord.of(result.policy, self.run_dir)
         self.state.current.training = {
             "algorithm": self.cfg.algorithm, "examples": result.examples, "steps": result.steps,
-            "mean_loss": result.mean_loss, "final_loss": result.final_loss, "adapter": result.policy.path,
+            "mean_loss": result.mean_loss, "final_loss": result.final_loss,
+            "adapter": self.state.policy.path,  # in the run folder, which may move
             "retries": result.retries,
         }
 

@@ -2,11 +2,12 @@
 its buffer holds exactly what an undisturbed run with the same seed holds: nothing lost, nothing
 doubled, nothing changed.
 
-Killed, each in a run of its own: the generator engine, the judge replica, the buffer actor and
-one learner rank (SIGKILL to the actor's process, as a crash), and the driver process itself,
-which is then resumed with `raylign run --resume`. The stage is drawn from those the role works
-in and the moment from the stage's length in the undisturbed run; RAYLIGN_FAULT_SEED changes
-the draw (every test prints where its fault landed).
+Killed, each in a run of its own: the generator engine, the judge replica and the buffer actor
+(SIGKILL to the actor's process, as a crash), and the driver process itself, which is then
+resumed with `raylign run --resume`. The stage is drawn from those the role works in, and the
+moment within it from the undisturbed run (after a random number of its batches, or a random
+time into it); RAYLIGN_FAULT_SEED changes the draw, and every test prints where its fault
+landed. A learner rank killed mid-training: tests/actors/test_learner.py.
 """
 
 import contextlib
@@ -14,7 +15,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,15 +34,14 @@ from raylign.run_state import STATE_FILE, RunState
 from raylign.testing import kill_actor_process
 
 SEED = int(os.environ.get("RAYLIGN_FAULT_SEED", "0"))
-# Two learner ranks (a dead rank leaves the other waiting in a collective) and two batches a stage.
+# Two batches a stage.
 OVERRIDES = ["cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=16", "learner.epochs=2",
-             "generator.batch_size=8", "learner.world_size=2"]
+             "generator.batch_size=8"]
 GENERATING = [(0, "evaluate"), (1, "generate_judge"), (1, "evaluate")]
 TARGETS = {  # role: (actor class, stages it works in)
     "generator": ("VLLMGenerator", GENERATING),
     "judge": ("ServeReplica:", GENERATING),
     "buffer": ("PreferenceBuffer", [(0, "load"), *GENERATING, (1, "build_data")]),
-    "learner": ("Learner", [(1, "train")]),
 }
 
 
@@ -60,11 +59,12 @@ def finished_run(run_dir: Path, records: list[dict]) -> Run:
 
 
 def digests(run_dir: Path) -> dict[str, str]:
-    """A hash of each table's rows (in a fixed order, latency left out) and of the final adapter."""
+    """A hash of each table's rows of cycles 0 and 1 (in a fixed order, latency left out) and of
+    the cycle-1 adapter."""
     out = {}
     for table in ("prompts", "rollouts", "judgments", "pairs", "kto"):
         rows = [json.dumps({k: v for k, v in r.items() if k != "latency_s"}, sort_keys=True, default=str)
-                for f in sorted((run_dir / "buffer" / table).glob("cycle=*/*.parquet"))
+                for f in sorted((run_dir / "buffer" / table).glob("cycle=[01]/*.parquet"))
                 for r in pq.read_table(f).to_pylist()]
         out[table] = hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()[:12]
     adapter = load_file(run_dir / "adapters" / "cycle_001" / "adapter_model.safetensors")
@@ -144,10 +144,12 @@ def undisturbed(local_ray, config, tmp_path_factory) -> Run:
 
 
 def assert_same_as(undisturbed: Run, run: Run) -> None:
-    assert run.counts == undisturbed.counts  # nothing lost, nothing doubled
+    """Cycles 0 and 1 of `run` are the undisturbed run's."""
+    counts = {table: {c: n for c, n in per_cycle.items() if c <= 1} for table, per_cycle in run.counts.items()}
+    assert counts == undisturbed.counts  # nothing lost, nothing doubled
     assert run.digests == undisturbed.digests  # nothing changed, down to the adapter's bytes
-    for mine, theirs in zip(run.records, undisturbed.records, strict=True):
-        assert mine["safety_score"] == theirs["safety_score"]
+    for mine, theirs in zip(run.records[:2], undisturbed.records, strict=True):
+        assert {k: v for k, v in mine.items() if k != "seconds"} == {k: v for k, v in theirs.items() if k != "seconds"}
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
@@ -160,13 +162,12 @@ def test_a_role_killed_mid_stage_is_restarted_and_the_run_loses_no_row(target, u
     print(f"seed {SEED}: killed the {target} (pid {pids[0]}) {fault}; "
           f"rows {sum(sum(c.values()) for c in undisturbed.counts.values())}")
     assert_same_as(undisturbed, finished_run(tmp_path, records))
-    if target == "learner" and fault.landed == (1, "train"):
-        assert records[1]["training"]["retries"] == 1
 
 
-def test_a_killed_driver_resumes_where_it_died_and_the_run_loses_no_row(undisturbed, config, tmp_path):
-    """`raylign run` in a process of its own (with its own local Ray), SIGKILLed mid-stage, then
-    `raylign run --resume`."""
+def test_a_killed_driver_resumes_where_it_died_and_the_run_loses_no_row(undisturbed, config, tmp_path, capsys):
+    """`raylign run` in a process of its own (with its own local Ray), SIGKILLed mid-stage; the
+    run folder is moved (a run folder may move) and `raylign run --resume --set cycles=2` finishes
+    the cycle it died in and runs one more, from the cycle-1 checkpoint."""
     config_file, run_dir = tmp_path / "config.yaml", tmp_path / "run"
     config_file.write_text(dump_config(config))
     cli = [sys.executable, "-m", "raylign", "run"]
@@ -191,38 +192,32 @@ def test_a_killed_driver_resumes_where_it_died_and_the_run_loses_no_row(undistur
     died_in = RunState.load(run_dir)
     committed = {f: f.stat().st_mtime_ns for table in ("rollouts", "judgments")
                  for f in (run_dir / "buffer" / table).glob("cycle=*/*.parquet")}
-    print(f"seed {SEED}: killed the driver {fault}; {len(died_in.finished)} stage(s) and "
-          f"{len(committed)} batch part(s) had been committed")
+    with capsys.disabled():  # the log of where the fault landed, past the capture the CLI checks need
+        print(f"seed {SEED}: killed the driver {fault}; {len(died_in.finished)} stage(s) and "
+              f"{len(committed)} batch part(s) had been committed")
     assert died_in.running == fault.landed
 
-    resumed = subprocess.run([*cli, "--resume", str(run_dir)], capture_output=True, text=True, timeout=600)
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)
+    resumed = subprocess.run([*cli, "--resume", str(moved), "--set", "cycles=2"], capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming {run_dir}: {len(died_in.finished)} stage(s) finished" in resumed.stdout
-    state = RunState.load(run_dir)
-    assert state.starts == 2 and state.running is None and len(state.finished) == len(undisturbed.seconds)
-    records = json.loads((run_dir / "metrics.json").read_text())
-    assert_same_as(undisturbed, finished_run(run_dir, records))
+    assert f"resuming {moved}: {len(died_in.finished)} stage(s) finished" in resumed.stdout
+    state = RunState.load(moved)
+    assert state.starts == 2 and state.running is None and len(state.finished) == len(undisturbed.seconds) + 4
+    records = json.loads((moved / "metrics.json").read_text())
+    assert_same_as(undisturbed, finished_run(moved, records))
     # No batch committed before the kill was generated or judged again.
+    committed = {moved / f.relative_to(run_dir): mtime for f, mtime in committed.items()}
     assert {f: f.stat().st_mtime_ns for f in committed} == committed
+    # The extra cycle trained on from cycle 1's checkpoint, in the moved folder.
+    assert [r["cycle"] for r in records] == [0, 1, 2] and records[2]["training"]["steps"] > 0
+    assert state.policy.path == "adapters/cycle_002" and (moved / "checkpoints" / "cycle_002").is_dir()
+    assert PreferenceBuffer(str(moved / "buffer")).counts()["rollouts"][2] == undisturbed.counts["rollouts"][1]
 
-
-def test_a_finished_run_resumes_with_more_cycles_and_keeps_what_it_had(undisturbed, config, tmp_path, capsys):
-    """A copy of the undisturbed run (a run folder may move), resumed with cycles=2: nothing to
-    redo at cycles=1; at cycles=2 one more cycle, trained on from the cycle-1 checkpoint."""
+    # Resumed once more: nothing left to run, so no Ray, only the table.
     from raylign.cli import main
 
-    run_dir = tmp_path / "moved"
-    shutil.copytree(undisturbed.run_dir, run_dir)
-    assert main(["run", "--resume", str(run_dir)]) == 0  # all finished: no Ray, just the table
+    assert main(["run", "--resume", str(moved), "--set", "cycles=2"]) == 0
     assert "nothing left to run" in capsys.readouterr().out
 
-    records = Driver(config.model_copy(update={"cycles": 2}), run_dir, log=lambda _: None, resume=True).run()
-    assert [r["cycle"] for r in records] == [0, 1, 2]
-    assert records[:2] == undisturbed.records
-    counts = PreferenceBuffer(str(run_dir / "buffer")).counts()
-    for table, per_cycle in undisturbed.counts.items():
-        assert {c: n for c, n in counts[table].items() if c <= 1} == per_cycle  # cycles 0 and 1 untouched
-    assert counts["rollouts"][2] == counts["rollouts"][1] and counts["pairs"][2] > 0
-    state = RunState.load(run_dir)
-    assert state.starts == 3 and state.policy.path == "adapters/cycle_002"
-    assert records[2]["training"]["steps"] > 0 and (run_dir / "checkpoints" / "cycle_002").is_dir()

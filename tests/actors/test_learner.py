@@ -187,3 +187,35 @@ def test_a_rank_that_dies_mid_training_fails_the_call_on_every_rank_at_once(loca
     finally:
         group.shutdown()
     assert failed_after < cfg.init_timeout_s / 2  # not the survivor's collective timeout
+
+
+def test_a_rank_killed_mid_training_is_replaced_and_the_cycle_retrained_from_the_checkpoint(two_ranks, local_ray,
+                                                                                             model_path):
+    """Cycle 2 from the cycle-1 checkpoint, undisturbed and with a rank SIGKILLed two steps in:
+    the group is replaced, trains again from the checkpoint, and ends with the same weights."""
+    import threading
+
+    from raylign.testing import kill_actor_process
+
+    start = two_ranks[0][0].policy
+    run_dir = Path(start.path).parents[1]
+    cfg = LearnerConfig(world_size=2, batch_size=8, epochs=6, max_train_retries=1, save_checkpoints=False)
+
+    def cycle_two(kill: bool):
+        group = LearnerGroup(model_path, "float32", cfg, seed=0, timeout_s=300)
+        stepped = threading.Event()
+        try:
+            group.ready()
+            if kill:
+                threading.Thread(target=lambda: stepped.wait(120) and kill_actor_process("Learner"), daemon=True).start()
+            result = group.train("dpo", fixed_pairs(), 2, str(run_dir), start, KTOWeights(1.0, 1.0),
+                                 on_progress=lambda done, total: done >= 2 and stepped.set())
+            return result, group.call("gathered_trainable")[0]
+        finally:
+            group.shutdown()
+
+    (calm, calm_weights), (hit, hit_weights) = cycle_two(kill=False), cycle_two(kill=True)
+    assert (calm.retries, hit.retries) == (0, 1)
+    assert hit.steps == calm.steps == 6 and hit.mean_loss == calm.mean_loss
+    for name, weight in calm_weights.items():
+        assert torch.equal(hit_weights[name], weight), name
