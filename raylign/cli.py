@@ -8,8 +8,9 @@
 
 With no CONFIG, runs the embedded default (configs/local.yaml holds the same values): the
 project's own tiny model, the bundled CARES-schema prompt set and the rules judge, on a local
-Ray. On a cluster the same command runs as the job's entry point (see README). `--resume` continues a
-run that died (or finished) at its first unfinished stage, with the config it started with.
+Ray. On a cluster the same command runs as the job's entry point (see README). `--resume`
+continues a run that died (or finished) at its first unfinished stage, with the config it
+started with.
 """
 
 from __future__ import annotations
