@@ -102,13 +102,18 @@ def pool_throughput(pool, rows: pa.Table, batches: int) -> tuple[float, pa.Table
     return rows.num_rows / (time.perf_counter() - t0), pa.concat_tables(judged)
 
 
-def kill_actor_process(class_name: str) -> int:
-    """SIGKILL the process of a live actor whose class name starts with `class_name`
-    (`VLLMGenerator`, `PreferenceBuffer`, `Learner`, `ServeReplica:<app>`), on this machine, as
-    a crash would; Ray sees an actor that died. Returns the pid killed."""
+def live_actors(class_name: str) -> list[dict]:
+    """Ray's actor-table entries (pid, node, ...) of the live actors whose class name starts
+    with `class_name` (`VLLMGenerator`, `PreferenceBuffer`, `Learner`, `ServeReplica:<app>`)."""
     from ray._private import state  # the actor table with pids; the public state API needs the dashboard
 
-    alive = [a for a in state.actors().values() if a["State"] == "ALIVE" and a["ActorClassName"].startswith(class_name)]
+    return [a for a in state.actors().values() if a["State"] == "ALIVE" and a["ActorClassName"].startswith(class_name)]
+
+
+def kill_actor_process(class_name: str) -> int:
+    """SIGKILL the process of a live actor whose class name starts with `class_name`, on this
+    machine, as a crash would; Ray sees an actor that died. Returns the pid killed."""
+    alive = live_actors(class_name)
     if not alive:
         raise LookupError(f"no live actor of class {class_name}")
     pid = int(alive[0]["Pid"])

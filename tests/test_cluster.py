@@ -16,7 +16,7 @@ import ray
 
 from raylign.config import load_config
 from raylign.driver import Driver
-from raylign.testing import LoopbackJudgeServer
+from raylign.testing import LoopbackJudgeServer, live_actors
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,7 @@ def cluster():
 
 def nodes_of_actors(class_prefix: str) -> list[str]:
     """The nodes of the live actors whose class name starts with `class_prefix`."""
-    from ray._private import state
-
-    return [a["Address"]["NodeID"] for a in state.actors().values()
-            if a["State"] == "ALIVE" and a["ActorClassName"].startswith(class_prefix)]
+    return [a["Address"]["NodeID"] for a in live_actors(class_prefix)]
 
 
 def test_the_run_finishes_when_the_judge_replicas_node_is_removed_mid_cycle(cluster, model_path, tmp_path):

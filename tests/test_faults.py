@@ -81,10 +81,6 @@ def read_state(run_dir: Path) -> tuple[tuple[int, str] | None, list[tuple[int, s
     return (tuple(state["running"]) if state["running"] else None), [tuple(s) for s in state["finished"]]
 
 
-def running_stage(run_dir: Path) -> tuple[int, str] | None:
-    return read_state(run_dir)[0]
-
-
 def judged_batches(run_dir: Path, stage: tuple[int, str]) -> int:
     """Judgments parts committed so far in a generate-and-judge stage."""
     cycle, name = stage
@@ -132,7 +128,7 @@ class Fault(threading.Thread):
                 time.sleep(delay)
                 break
             time.sleep(0.005)
-        self.landed = running_stage(self.run_dir)
+        self.landed = read_state(self.run_dir)[0]
         self.kill()
         self.done.set()
 
