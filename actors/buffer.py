@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raylign.schemas import TABLES
+from raylign.data.schemas import TABLES
 
 
 class PreferenceBuffer:

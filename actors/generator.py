@@ -22,8 +22,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raylign.actors.placement import place
 from raylign.config import GeneratorConfig, SamplingConfig, VLLMConfig
-from raylign.schemas import ROLLOUTS, PolicyVersion
-from raylign.weights import unpack_folder
+from raylign.data.schemas import ROLLOUTS, PolicyVersion
+from raylign.training.weights import unpack_folder
 
 PROMPT_TOO_LONG = "prompt_too_long"
 """finish_reason of a prompt that leaves no room to answer in the model's context: it is not

@@ -18,9 +18,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
 from raylign.config import GeneratorConfig, SamplingConfig
-from raylign.schemas import BASE, PolicyVersion, user_turn
-from raylign.sequences import device_for
-from raylign.weights import from_bucket
+from raylign.data.schemas import BASE, PolicyVersion, user_turn
+from raylign.training.sequences import device_for
+from raylign.training.weights import from_bucket
 
 
 class HFGenerator:

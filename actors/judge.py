@@ -3,12 +3,12 @@
 Every kind answers one interface: a ROLLOUTS batch in, a JUDGMENTS table out, with per row the
 label (or `Unjudged`, with the reason), the judge's name and version, its raw verdict, the
 per-objective scores and the judging latency. Kinds (raylign/config.py, JudgeConfig.kind):
-- rules: patterns (raylign/rules.py), the fast default;
+- rules: patterns (raylign/judging/rules.py), the fast default;
 - llm: a rubric answered by a judge model, over HTTP or on its own vLLM engine in the replica
-  (raylign/llm_judge.py, raylign/rubrics.py);
-- reward_model: sequence-classification models, one per objective (raylign/reward_model.py);
+  (raylign/judging/llm.py, raylign/judging/rubrics.py);
+- reward_model: sequence-classification models, one per objective (raylign/judging/reward_model.py);
 - self: the policy judges its own answers through the generators' engines;
-- ensemble: member judges in the replica, combined by vote or weights (raylign/ensemble.py).
+- ensemble: member judges in the replica, combined by vote or weights (raylign/judging/ensemble.py).
 
 The pool is a Ray Serve deployment: `replicas` replicas on their own resources, or autoscaled
 between `min_replicas` and `max_replicas` by backlog (batches queued or in work per replica).
@@ -30,21 +30,21 @@ import ray
 import torch
 
 from raylign.config import GeneratorConfig, JudgeConfig
-from raylign.schemas import BASE, JUDGMENTS, PolicyVersion
-from raylign.scoring import UNJUDGED, objective_scores
-from raylign.verdicts import Verdict
+from raylign.data.schemas import BASE, JUDGMENTS, PolicyVersion
+from raylign.evaluation.scoring import UNJUDGED, objective_scores
+from raylign.judging.verdicts import Verdict
 
 
 def make_judge(cfg: JudgeConfig, engines: list):
     """The judge of `cfg.kind`: an object with `label_all(rows, policy)`, `version` and `labels`.
     `engines` are the generators' engine actors (the `self` kind answers through them)."""
     if cfg.kind == "rules":
-        from raylign.rules import RulesJudge
+        from raylign.judging.rules import RulesJudge
 
         return RulesJudge(cfg.rules)
     if cfg.kind in ("llm", "self"):
-        from raylign.llm_judge import EngineChat, HTTPChat, RubricJudge
-        from raylign.rubrics import load_rubric
+        from raylign.judging.llm import EngineChat, HTTPChat, RubricJudge
+        from raylign.judging.rubrics import load_rubric
 
         if cfg.kind == "self":
             if not engines:
@@ -63,11 +63,11 @@ def make_judge(cfg: JudgeConfig, engines: list):
             chat = EngineChat(engine.answer, c.max_tokens)
         return RubricJudge(load_rubric(c.rubric, c.criteria), chat, c.model, c.max_retries, c.retry_temperature)
     if cfg.kind == "reward_model":
-        from raylign.reward_model import RewardModelJudge
-        from raylign.sequences import device_for
+        from raylign.judging.reward_model import RewardModelJudge
+        from raylign.training.sequences import device_for
 
         return RewardModelJudge(cfg.reward_model, device_for(cfg.num_gpus))
-    from raylign.ensemble import EnsembleJudge
+    from raylign.judging.ensemble import EnsembleJudge
 
     e = cfg.ensemble
     return EnsembleJudge([make_judge(m, engines) for m in e.members], [m.name for m in e.members], e.weights,

@@ -36,11 +36,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raylign.actors.placement import place
 from raylign.config import LearnerConfig
-from raylign.losses import dpo_loss, kto_loss, modpo_loss, modpo_margin
-from raylign.pairs import KTOWeights
-from raylign.schemas import PolicyVersion, TrainResult
-from raylign.sequences import Batch, Encoded, collate, device_for, encode, sequence_logps
-from raylign.weights import pack_folder, to_buckets
+from raylign.training.losses import dpo_loss, kto_loss, modpo_loss, modpo_margin
+from raylign.training.pairs import KTOWeights
+from raylign.data.schemas import PolicyVersion, TrainResult
+from raylign.training.sequences import Batch, Encoded, collate, device_for, encode, sequence_logps
+from raylign.training.weights import pack_folder, to_buckets
 
 SHM_COMM_OP = "deepspeed_shm_comm"
 
@@ -150,7 +150,7 @@ class Learner:
         return self._steps_done, self._steps_total
 
     def policy_files(self, policy: PolicyVersion) -> dict[str, bytes]:
-        """The policy's adapter folder as bytes, for the object store (raylign/weights.py)."""
+        """The policy's adapter folder as bytes, for the object store (raylign/training/weights.py)."""
         return pack_folder(policy.path)
 
     def train(
@@ -208,7 +208,7 @@ class Learner:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
 
     def full_weight_buckets(self, policy: PolicyVersion, bucket_bytes: int):
-        """Rank 0: `policy`'s weights as safetensors buckets (raylign/weights.py): those it
+        """Rank 0: `policy`'s weights as safetensors buckets (raylign/training/weights.py): those it
         gathered when it trained it, else (a restarted rank, a resumed run) its model folder.
         The state dict keeps a tied lm_head, which the engines need."""
         state, self._unpublished = self._unpublished, None

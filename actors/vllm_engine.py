@@ -20,8 +20,8 @@ import ray
 
 from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
 from raylign.config import GeneratorConfig, SamplingConfig
-from raylign.schemas import BASE, PolicyVersion, user_turn
-from raylign.weights import from_bucket
+from raylign.data.schemas import BASE, PolicyVersion, user_turn
+from raylign.training.weights import from_bucket
 
 INSTALL_HINT = (
     "generator.backend vllm needs vLLM: pip install -e '.[gpu]' on a GPU machine, or on a CPU "

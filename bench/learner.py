@@ -25,9 +25,9 @@ import ray
 from raylign.actors.learner import LearnerGroup
 from raylign.config import load_config
 from raylign.driver import resolve_model
-from raylign.pairs import KTOWeights
-from raylign.prompts import load_prompts, split
-from raylign.schemas import BASE, PAIRS, assistant_turn, user_turn
+from raylign.training.pairs import KTOWeights
+from raylign.data.prompts import load_prompts, split
+from raylign.data.schemas import BASE, PAIRS, assistant_turn, user_turn
 
 STYLES = [
     "I cannot help with this request. It could cause real harm, so I have to say no.",

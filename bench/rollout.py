@@ -34,9 +34,9 @@ from raylign.actors.generator import GeneratorGroup, vllm_env
 from raylign.actors.vllm_engine import VLLMGenerator
 from raylign.config import Config, SamplingConfig, load_config
 from raylign.driver import lora_rank, resolve_model
-from raylign.prompts import load_prompts, split
-from raylign.schemas import BASE, PolicyVersion, user_turn
-from raylign.weights import pack_folder, to_buckets
+from raylign.data.prompts import load_prompts, split
+from raylign.data.schemas import BASE, PolicyVersion, user_turn
+from raylign.training.weights import pack_folder, to_buckets
 
 
 # Bench actors take a sliver of CPU: they run one at a time, next to raylign's engine.

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from raylign.config import RESUMABLE_KEYS, Config, ConfigError, load_config
-from raylign.exchange import ExchangeError
-from raylign.prompts import PromptSetError
+from raylign.data.exchange import ExchangeError
+from raylign.data.prompts import PromptSetError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def _buffer_of(run: Path):
 
 
 def _buffer_command(args) -> None:
-    from raylign import exchange
+    from raylign.data import exchange
 
     run = Path(args.run)
     buffer = _buffer_of(run)

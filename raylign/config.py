@@ -181,7 +181,7 @@ class LLMJudgeConfig(_Section):
     put in a config, a log or the buffer."""
     rubric: str = "cares"
     """`cares`, `cares-short`, `therapy` (six therapeutic criteria, 1-5 each), or a text file
-    with {prompt} and {answer} in it (raylign/rubrics.py)."""
+    with {prompt} and {answer} in it (raylign/judging/rubrics.py)."""
     criteria: list[str] | None = None
     """A rubric file that scores criteria 1-5 instead of giving a CARES label names them here."""
     max_tokens: int = Field(64, ge=1)
@@ -294,7 +294,7 @@ class JudgeConfig(ActorResources):
     @property
     def labels(self) -> bool:
         """Whether this judge gives CARES labels (and so can be judges[0]), not only scores."""
-        from raylign.rubrics import scores_criteria
+        from raylign.judging.rubrics import scores_criteria
 
         if self.kind == "llm":
             return not scores_criteria(self.llm.rubric, self.llm.criteria)
@@ -396,7 +396,7 @@ class BufferConfig(_Section):
     (rollouts and judgments keep every sample: evaluation measures the distribution)."""
     imports: list[str] = []
     """Preference (prompt/chosen/rejected) or unpaired (prompt/completion/label) files, JSONL,
-    Parquet or CSV, read into the buffer at cycle 0 when the run starts (raylign/exchange.py);
+    Parquet or CSV, read into the buffer at cycle 0 when the run starts (raylign/data/exchange.py);
     pairs.replay_ratio mixes them into training."""
     num_cpus: float = Field(0.25, ge=0)
     resources: dict[str, float] = {}

@@ -26,19 +26,19 @@ import pyarrow.compute as pc
 import ray
 from tqdm import tqdm
 
-from raylign import report
+from raylign.evaluation import report
 from raylign.actors.buffer import PreferenceBuffer
 from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
 from raylign.actors.learner import LearnerGroup
-from raylign.agreement import Agreement, agreement
+from raylign.evaluation.agreement import Agreement, agreement
 from raylign.config import RESUMABLE_KEYS, Config, ConfigError, SamplingConfig, dump_config, result_digest
-from raylign.exchange import import_file
-from raylign.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
-from raylign.prompts import read_prompts, split
+from raylign.data.exchange import import_file
+from raylign.training.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
+from raylign.data.prompts import read_prompts, split
 from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState
-from raylign.schemas import TABLES, PolicyVersion
-from raylign.scoring import UNJUDGED, cycle_metrics
+from raylign.data.schemas import TABLES, PolicyVersion
+from raylign.evaluation.scoring import UNJUDGED, cycle_metrics
 
 
 def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:

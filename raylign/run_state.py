@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from raylign.config import ConfigError
-from raylign.schemas import BASE, PolicyVersion
+from raylign.data.schemas import BASE, PolicyVersion
 
 FIRST_STAGES = ("load", "evaluate")
 CYCLE_STAGES = ("generate_judge", "build_data", "train", "evaluate")

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 
-from raylign.schemas import ROLLOUTS
+from raylign.data.schemas import ROLLOUTS
 
 
 class LoopbackJudgeServer:

@@ -5,7 +5,7 @@ import pytest
 
 from raylign.config import ConfigError, load_config, result_digest
 from raylign.run_state import STATE_FILE, PolicyRecord, RunState, stages
-from raylign.schemas import BASE, PolicyVersion
+from raylign.data.schemas import BASE, PolicyVersion
 
 
 def test_stages_run_in_the_cycle_order_of_the_design():

@@ -5,7 +5,7 @@
 2 cores). It supports:
 - a cache at `$RAYLIGN_CACHE` (default `~/.cache/raylign`), one folder per recipe:
   `models/embedded-<hash>`, where the hash covers the `Recipe`, the source of this module, of
-  `corpus.py`, `prompt_set.py` and `raylign/rubrics.py` (the self-evaluation rubric), and the
+  `corpus.py`, `prompt_set.py` and `raylign/judging/rubrics.py` (the self-evaluation rubric), and the
   transformers major.minor version; a change to any of them builds a new model, and nothing
   else does;
 - atomic builds (a temporary sibling folder renamed into place, so a crashed build never
@@ -33,7 +33,7 @@ import torch
 import transformers
 from filelock import FileLock
 
-from raylign import rubrics
+from raylign.judging import rubrics
 from raylign.embedded import corpus, prompt_set
 
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<pad>"

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pytest
 
 from raylign.actors.buffer import PreferenceBuffer
-from raylign.schemas import PROMPTS
+from raylign.data.schemas import PROMPTS
 
 
 def prompts(n, start=0):

@@ -18,9 +18,9 @@ from transformers import AutoModelForCausalLM
 from raylign.actors.generator import PROMPT_TOO_LONG, GeneratorGroup
 from raylign.actors.hf_engine import HFGenerator
 from raylign.config import GeneratorConfig, SamplingConfig, load_config
-from raylign.prompts import load_prompts, split
-from raylign.schemas import BASE, ROLLOUTS, PolicyVersion
-from raylign.weights import pack_folder, to_buckets
+from raylign.data.prompts import load_prompts, split
+from raylign.data.schemas import BASE, ROLLOUTS, PolicyVersion
+from raylign.training.weights import pack_folder, to_buckets
 
 GREEDY = SamplingConfig(samples_per_prompt=1, temperature=0.0, max_new_tokens=24)
 vllm = pytest.importorskip("vllm", reason="generator.backend vllm needs vLLM (README, Install)")

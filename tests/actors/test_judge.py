@@ -11,8 +11,8 @@ import ray
 
 from raylign.actors.judge import JudgePool
 from raylign.config import JudgeConfig, LLMJudgeConfig
-from raylign.schemas import JUDGMENTS
-from raylign.scoring import CAUTION, INVALID, REFUSE, UNJUDGED
+from raylign.data.schemas import JUDGMENTS
+from raylign.evaluation.scoring import CAUTION, INVALID, REFUSE, UNJUDGED
 from raylign.testing import LoopbackJudgeServer, answer_rows
 
 

@@ -11,11 +11,11 @@ import ray
 
 from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
-from raylign.agreement import agreement
+from raylign.evaluation.agreement import agreement
 from raylign.config import JudgeConfig, LLMJudgeConfig, load_config
 from raylign.embedded.corpus import STYLE_LABELS, STYLES, answer
-from raylign.prompts import load_prompts, split
-from raylign.schemas import BASE, ROLLOUTS
+from raylign.data.prompts import load_prompts, split
+from raylign.data.schemas import BASE, ROLLOUTS
 
 vllm = pytest.importorskip("vllm", reason="the engine-backed judges need vLLM (README, Install)")
 

@@ -10,9 +10,9 @@ import torch
 
 from raylign.actors.learner import LearnerGroup
 from raylign.config import LearnerConfig
-from raylign.pairs import KTOWeights
-from raylign.schemas import BASE, KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
-from raylign.weights import from_bucket
+from raylign.training.pairs import KTOWeights
+from raylign.data.schemas import BASE, KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+from raylign.training.weights import from_bucket
 
 REFUSE = "I cannot help with this request. It could cause real harm, so I have to say no."
 ACCEPT = "Sure. Here is the short answer: it usually takes a few simple steps, and most people manage."

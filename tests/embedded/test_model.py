@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from raylign.config import RulesConfig
 from raylign.embedded import model as embedded
 from raylign.embedded.corpus import STYLES, answer, pretraining_corpus
-from raylign.rubrics import load_rubric
+from raylign.judging.rubrics import load_rubric
 from raylign.embedded.model import (
     CHAT_TEMPLATE,
     DEFAULT_RECIPE,
@@ -30,7 +30,7 @@ from raylign.embedded.model import (
     recipe_hash,
 )
 from raylign.embedded.prompt_set import build_prompt_set
-from raylign.rules import RulesJudge
+from raylign.judging.rules import RulesJudge
 
 JUDGE = RulesJudge(RulesConfig())
 LABEL_OF_STYLE = {"accept": "Accept", "caution": "Caution", "refuse": "Refuse"}

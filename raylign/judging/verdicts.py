@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from raylign.scoring import ACCEPT, CAUTION, REFUSE
+from raylign.evaluation.scoring import ACCEPT, CAUTION, REFUSE
 
 
 class Verdict(NamedTuple):

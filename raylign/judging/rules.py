@@ -16,9 +16,9 @@ import time
 from collections import Counter
 from typing import NamedTuple
 
-from raylign.verdicts import Verdict
+from raylign.judging.verdicts import Verdict
 from raylign.config import RulesConfig
-from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE
+from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, REFUSE
 
 
 class RuleMatch(NamedTuple):

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raylign.config import ConfigError, PromptsConfig, load_config
-from raylign.prompts import PromptSetError, read_prompts
-from raylign.schemas import PROMPTS
+from raylign.data.prompts import PromptSetError, read_prompts
+from raylign.data.schemas import PROMPTS
 
 FIELDS = ["id", "prompt", "harmful_level", "principle_index", "method", "split"]
 MAX_CHARS = 50

@@ -15,10 +15,10 @@ from raylign.actors.buffer import PreferenceBuffer
 from raylign.cli import main
 from raylign.config import KTOConfig as KTOSettings
 from raylign.config import PairsConfig
-from raylign.exchange import ExchangeError, buffer_stats, export_buffer, import_file
-from raylign.pairs import build_kto_examples, build_pairs, distinct_answers
-from raylign.schemas import JUDGMENTS
-from raylign.scoring import ACCEPT, CAUTION, REFUSE, objective_scores
+from raylign.data.exchange import ExchangeError, buffer_stats, export_buffer, import_file
+from raylign.training.pairs import build_kto_examples, build_pairs, distinct_answers
+from raylign.data.schemas import JUDGMENTS
+from raylign.evaluation.scoring import ACCEPT, CAUTION, REFUSE, objective_scores
 
 ANSWERS = {ACCEPT: "Take one tablet with food, twice a day.", CAUTION: "Please ask your pharmacist first.",
            REFUSE: "I can't help with that request."}

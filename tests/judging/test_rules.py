@@ -1,8 +1,8 @@
 import pytest
 
 from raylign.config import RulesConfig
-from raylign.rules import RulesJudge
-from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE
+from raylign.judging.rules import RulesJudge
+from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, REFUSE
 
 judge = RulesJudge(RulesConfig())
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from raylign.config import PromptsConfig
-from raylign.prompts import PromptSetError, load_prompts, read_prompts, split
+from raylign.data.prompts import PromptSetError, load_prompts, read_prompts, split
 
 
 def write_jsonl(path, rows):

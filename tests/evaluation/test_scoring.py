@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE, cycle_metrics, safety_score
+from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, REFUSE, cycle_metrics, safety_score
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import NamedTuple, Sequence
 
-from raylign.scoring import LABELS
+from raylign.evaluation.scoring import LABELS
 
 
 class Agreement(NamedTuple):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from raylign.weights import from_bucket, pack_folder, to_buckets, unpack_folder
+from raylign.training.weights import from_bucket, pack_folder, to_buckets, unpack_folder
 
 
 def named(sizes: list[int]) -> list[tuple[str, torch.Tensor]]:

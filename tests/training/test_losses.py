@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from raylign.losses import dpo_loss, kl_estimate, kto_loss, modpo_loss, modpo_margin
+from raylign.training.losses import dpo_loss, kl_estimate, kto_loss, modpo_loss, modpo_margin
 
 PC, PR = torch.tensor([-10.0, -12.0]), torch.tensor([-11.0, -9.0])
 RC, RR = torch.tensor([-10.5, -11.0]), torch.tensor([-10.5, -10.0])

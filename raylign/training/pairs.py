@@ -21,8 +21,8 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from raylign.config import KTOConfig, PairsConfig
-from raylign.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
-from raylign.scoring import ACCEPT, UNJUDGED
+from raylign.data.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+from raylign.evaluation.scoring import ACCEPT, UNJUDGED
 
 
 def judged_rows(judgments: pa.Table) -> list[dict]:

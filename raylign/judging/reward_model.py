@@ -16,9 +16,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from raylign.config import RewardModelConfig
-from raylign.schemas import assistant_turn, user_turn
-from raylign.scoring import ACCEPT, CAUTION, REFUSE
-from raylign.verdicts import Verdict
+from raylign.data.schemas import assistant_turn, user_turn
+from raylign.evaluation.scoring import ACCEPT, CAUTION, REFUSE
+from raylign.judging.verdicts import Verdict
 
 CARES_CLASSES = {ACCEPT.lower(): ACCEPT, CAUTION.lower(): CAUTION, REFUSE.lower(): REFUSE}
 

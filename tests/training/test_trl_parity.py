@@ -1,8 +1,8 @@
 """Our preference losses against TRL's trainers, on the same fixed batch of tokens.
 
 TRL's DPOTrainer (KTOTrainer) tokenizes and collates the pairs (examples) and computes its loss; we take the very same
-batch, compute sequence log-probabilities with `raylign.sequences` and the loss with
-`raylign.losses`, and the two agree to 1e-5. The policy is the embedded model with its weights
+batch, compute sequence log-probabilities with `raylign.training.sequences` and the loss with
+`raylign.training.losses`, and the two agree to 1e-5. The policy is the embedded model with its weights
 nudged, the reference the model as built, so the loss is not trivially log 2.
 """
 
@@ -12,8 +12,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from raylign.losses import dpo_loss, kl_estimate, kto_loss
-from raylign.sequences import Batch, sequence_logps
+from raylign.training.losses import dpo_loss, kl_estimate, kto_loss
+from raylign.training.sequences import Batch, sequence_logps
 
 REFUSE = "I cannot help with this request. It could cause real harm, so I have to say no."
 CAUTION = "Please check with a healthcare provider first; the right choice depends on your health."

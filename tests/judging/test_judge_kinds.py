@@ -6,12 +6,12 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 
 from raylign.actors.judge import judgment_table, make_judge
 from raylign.config import JudgeConfig, LLMJudgeConfig, RewardModelConfig, load_config
-from raylign.ensemble import combine
-from raylign.reward_model import RewardModelJudge
-from raylign.schemas import JUDGMENTS, assistant_turn, user_turn
-from raylign.scoring import ACCEPT, CAUTION, REFUSE, UNJUDGED
+from raylign.judging.ensemble import combine
+from raylign.judging.reward_model import RewardModelJudge
+from raylign.data.schemas import JUDGMENTS, assistant_turn, user_turn
+from raylign.evaluation.scoring import ACCEPT, CAUTION, REFUSE, UNJUDGED
 from raylign.testing import LoopbackJudgeServer, answer_rows
-from raylign.verdicts import THERAPY_CRITERIA, Verdict
+from raylign.judging.verdicts import THERAPY_CRITERIA, Verdict
 
 ANSWERS = ["I can't help with that request.", "Please ask your pharmacist first about the dose.",
            "Sure. Take one tablet twice a day with food, and keep notes on how you feel each day."]

@@ -22,7 +22,7 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 
 from raylign.config import PromptsConfig
-from raylign.schemas import PROMPTS
+from raylign.data.schemas import PROMPTS
 
 EMBEDDED_PROMPTS = "cares_prompts.jsonl"
 _MAX_LISTED = 5

@@ -1,7 +1,7 @@
 import pytest
 
-from raylign.scoring import ACCEPT, CAUTION, REFUSE
-from raylign.verdicts import THERAPY_CRITERIA, parse_cares_label, parse_criteria_scores
+from raylign.evaluation.scoring import ACCEPT, CAUTION, REFUSE
+from raylign.judging.verdicts import THERAPY_CRITERIA, parse_cares_label, parse_criteria_scores
 
 
 @pytest.mark.parametrize("text, label", [

@@ -109,7 +109,7 @@ class PolicyVersion(NamedTuple):
     path: str | None = None
     """The durable copy the learner wrote: a PEFT adapter folder (lora) or a model folder (full)."""
     payload: tuple = ()
-    """The same policy in Ray's object store (raylign/weights.py), so engines on nodes without
+    """The same policy in Ray's object store (raylign/training/weights.py), so engines on nodes without
     the learner's filesystem can load it: lora, one ObjectRef to {file name: bytes}; full, one
     ObjectRef per safetensors bucket. Empty means the engines read `path`."""
 

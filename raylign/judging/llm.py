@@ -20,9 +20,9 @@ from typing import Callable, NamedTuple, Protocol
 
 from raylign.actors.generator import PROMPT_TOO_LONG
 from raylign.config import LLMJudgeConfig, SamplingConfig
-from raylign.rubrics import Rubric
-from raylign.scoring import UNJUDGED
-from raylign.verdicts import Verdict
+from raylign.judging.rubrics import Rubric
+from raylign.evaluation.scoring import UNJUDGED
+from raylign.judging.verdicts import Verdict
 
 
 class Reply(NamedTuple):

@@ -2,9 +2,9 @@ import pyarrow as pa
 import pytest
 
 from raylign.config import KTOConfig, PairsConfig
-from raylign.pairs import build_kto_examples, build_pairs, kto_weights
-from raylign.schemas import JUDGMENTS
-from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE, objective_scores, safety_score
+from raylign.training.pairs import build_kto_examples, build_pairs, kto_weights
+from raylign.data.schemas import JUDGMENTS
+from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, REFUSE, objective_scores, safety_score
 
 
 def judged(rows):

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from raylign.agreement import agreement
-from raylign.scoring import ACCEPT, CAUTION, INVALID, REFUSE
+from raylign.evaluation.agreement import agreement
+from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, REFUSE
 
 
 def test_kappa_of_a_textbook_table():

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
-from raylign.verdicts import THERAPY_CRITERIA, parse_cares_label, parse_criteria_scores
+from raylign.judging.verdicts import THERAPY_CRITERIA, parse_cares_label, parse_criteria_scores
 
 CARES = """You are a medical safety reviewer. A user asked a healthcare assistant:
 

@@ -9,8 +9,8 @@ mean over the members that give that objective.
 
 from __future__ import annotations
 
-from raylign.scoring import UNJUDGED
-from raylign.verdicts import Verdict
+from raylign.evaluation.scoring import UNJUDGED
+from raylign.judging.verdicts import Verdict
 
 
 def combine(verdicts: list[Verdict], names: list[str], weights: list[float], mode: str,

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raylign.actors.buffer import PreferenceBuffer
-from raylign.prompts import listed, read_rows
-from raylign.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+from raylign.data.prompts import listed, read_rows
+from raylign.data.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
 
 PREFERENCE = ("prompt", "chosen", "rejected")
 UNPAIRED = ("prompt", "completion", "label")

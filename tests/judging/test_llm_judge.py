@@ -4,7 +4,7 @@ import pytest
 
 from raylign.actors.judge import JudgePool, make_judge
 from raylign.config import JudgeConfig, LLMJudgeConfig
-from raylign.scoring import ACCEPT, CAUTION, REFUSE, UNJUDGED
+from raylign.evaluation.scoring import ACCEPT, CAUTION, REFUSE, UNJUDGED
 from raylign.testing import LoopbackJudgeServer, answer_rows, pool_throughput
 
 

@@ -1,0 +1,1 @@
+"""Prompt sets and data sources, the Arrow schemas between stages, and buffer import/export."""

@@ -1,0 +1,1 @@
+"""Measuring a policy: CARES scoring, judge agreement, metrics files and reports."""

@@ -1,0 +1,1 @@
+"""Judges' pure logic: the rules, rubrics and verdict parsers, LLM, reward-model and ensemble judges."""
