@@ -61,6 +61,7 @@ def rollout_table(rows: list[dict], completions: list[list[Completion]], cycle: 
             "harmful_level": row["harmful_level"],
             "principle_index": row["principle_index"],
             "method": row["method"],
+            "messages": row.get("messages"),
             "answer": c.text.strip(),
             "num_tokens": c.num_tokens,
             "finish_reason": c.finish_reason,
@@ -155,13 +156,14 @@ class GeneratorGroup:
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
                  stage: str, seed: int, batches: Iterable[int] | None = None) -> dict[int, ray.ObjectRef]:
         """{batch index: its ROLLOUTS table, to come}, for every batch of `batch_size` prompts or
-        for the indices given. Batch i is seeded by (seed, cycle, i) alone, so generating it
-        again (a restarted engine, a resumed run) gives the same answers."""
+        for the indices given. Batch i is seeded by `seed + i` alone (the driver's seed for the
+        stage, raylign.driver.sampling_seed), so generating it again (a restarted engine, a
+        resumed run) gives the same answers."""
         refs = {}
         for i in range(self.num_batches(prompts)) if batches is None else sorted(batches):
             batch = prompts.slice(i * self.cfg.batch_size, self.cfg.batch_size)
             engine = self.engines[i % len(self.engines)]
-            refs[i] = engine.generate.remote(batch, policy, sampling, cycle, stage, seed * 7919 + cycle * 104_729 + i)
+            refs[i] = engine.generate.remote(batch, policy, sampling, cycle, stage, seed + i)
         return refs
 
 

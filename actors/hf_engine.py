@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
 from raylign.config import GeneratorConfig, SamplingConfig
-from raylign.data.schemas import BASE, PolicyVersion, user_turn
+from raylign.data.schemas import BASE, PolicyVersion, chat_of, user_turn
 from raylign.training.sequences import device_for
 from raylign.training.weights import from_bucket
 
@@ -91,16 +91,16 @@ class HFGenerator:
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
                  stage: str, seed: int) -> pa.Table:
         rows = prompts.to_pylist()
-        completions = self.answer([r["prompt"] for r in rows], policy, sampling, seed)
+        completions = self.answer([chat_of(r) for r in rows], policy, sampling, seed)
         return rollout_table(rows, completions, cycle, stage, self.policy.version)
 
     @torch.no_grad()
-    def answer(self, messages: list[str], policy: PolicyVersion, sampling: SamplingConfig,
+    def answer(self, messages: list[str | list[dict]], policy: PolicyVersion, sampling: SamplingConfig,
                seed: int) -> list[list[Completion]]:
-        """K answers of `policy` to each user message: rollouts, and the judges' rubric prompts."""
+        """K answers of `policy` to each user message or chat: rollouts, and the judges' rubric prompts."""
         self.load_policy(policy)
         model, policy_context = self._model()
-        texts = [self.tokenizer.apply_chat_template(user_turn(m), add_generation_prompt=True, tokenize=False)
+        texts = [self.tokenizer.apply_chat_template(m if isinstance(m, list) else user_turn(m), add_generation_prompt=True, tokenize=False)
                  for m in messages]
         lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         fits = [n + sampling.max_new_tokens <= self.max_model_len for n in lengths]

@@ -4,9 +4,11 @@ Every kind answers one interface: a ROLLOUTS batch in, a JUDGMENTS table out, wi
 label (or `Unjudged`, with the reason), the judge's name and version, its raw verdict, the
 per-objective scores and the judging latency. Kinds (raylign/config.py, JudgeConfig.kind):
 - rules: patterns (raylign/judging/rules.py), the fast default;
-- llm: a rubric answered by a judge model, over HTTP or on its own vLLM engine in the replica
-  (raylign/judging/llm.py, raylign/judging/rubrics.py);
-- reward_model: sequence-classification models, one per objective (raylign/judging/reward_model.py);
+- llm: a rubric answered by a judge model, over HTTP or on its own vLLM engine in the replica,
+  its reply a CARES label, criteria scores or a guard model's verdict (raylign/judging/llm.py,
+  raylign/judging/rubrics.py);
+- reward_model: sequence-classification models, one per objective, a classifier's labels CARES
+  ones or mapped to them (raylign/judging/reward_model.py);
 - self: the policy judges its own answers through the generators' engines;
 - ensemble: member judges in the replica, combined by vote or weights (raylign/judging/ensemble.py).
 
@@ -61,7 +63,8 @@ def make_judge(cfg: JudgeConfig, engines: list):
 
             engine = VLLMGenerator(c.model, c.dtype, GeneratorConfig(vllm=c.engine), None, seed=0)
             chat = EngineChat(engine.answer, c.max_tokens)
-        return RubricJudge(load_rubric(c.rubric, c.criteria), chat, c.model, c.max_retries, c.retry_temperature)
+        rubric = load_rubric(c.rubric, c.criteria, c.reply_format, c.label_map)
+        return RubricJudge(rubric, chat, c.model, c.max_retries, c.retry_temperature)
     if cfg.kind == "reward_model":
         from raylign.judging.reward_model import RewardModelJudge
         from raylign.training.sequences import device_for

@@ -20,7 +20,7 @@ import ray
 
 from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
 from raylign.config import GeneratorConfig, SamplingConfig
-from raylign.data.schemas import BASE, PolicyVersion, user_turn
+from raylign.data.schemas import BASE, PolicyVersion, chat_of, user_turn
 from raylign.training.weights import from_bucket
 
 INSTALL_HINT = (
@@ -169,17 +169,17 @@ class VLLMGenerator:
                  stage: str, seed: int) -> pa.Table:
         """K sampled answers of `policy` for each prompt row, as a ROLLOUTS table."""
         rows = prompts.to_pylist()
-        completions = self.answer([r["prompt"] for r in rows], policy, sampling, seed)
+        completions = self.answer([chat_of(r) for r in rows], policy, sampling, seed)
         return rollout_table(rows, completions, cycle, stage, self.policy.version)
 
-    def answer(self, messages: list[str], policy: PolicyVersion, sampling: SamplingConfig,
+    def answer(self, messages: list[str | list[dict]], policy: PolicyVersion, sampling: SamplingConfig,
                seed: int) -> list[list[Completion]]:
-        """K answers of `policy` to each user message: rollouts, and the judges' rubric prompts."""
+        """K answers of `policy` to each user message or chat: rollouts, and the judges' rubric prompts."""
         from vllm import SamplingParams, TokensPrompt
 
         self.load_policy(policy)  # also heals an engine restarted since the last call
         prompt_ids = [
-            self.tokenizer.apply_chat_template(user_turn(m), add_generation_prompt=True, tokenize=True,
+            self.tokenizer.apply_chat_template(m if isinstance(m, list) else user_turn(m), add_generation_prompt=True, tokenize=True,
                                                return_dict=False)
             for m in messages
         ]

@@ -2,6 +2,7 @@
 
     raylign run [CONFIG] [--set KEY=VALUE ...] [--out DIR]
     raylign run --resume RUN [--set cycles=N] [--set ray.KEY=VALUE ...]
+    raylign eval [CONFIG] [--policy POLICY] [--against POLICY] [--set KEY=VALUE ...] [--out DIR]
     raylign buffer export RUN [--format parquet|jsonl|hf] [--out DIR]
     raylign buffer import FILE RUN
     raylign buffer stats RUN
@@ -10,7 +11,8 @@ With no CONFIG, runs the embedded default (configs/local.yaml holds the same val
 project's own tiny model, the bundled CARES-schema prompt set and the rules judge, on a local
 Ray. On a cluster the same command runs as the job's entry point (see README). `--resume`
 continues a run that died (or finished) at its first unfinished stage, with the config it
-started with.
+started with. `eval` evaluates a policy (a model, an adapter, or a run and one of its cycles)
+on the evaluation suites without training, or two side by side.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from raylign.config import RESUMABLE_KEYS, Config, ConfigError, load_config
 from raylign.data.exchange import ExchangeError
 from raylign.data.prompts import PromptSetError
+from raylign.model_check import ModelError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value by its dotted key, e.g. --set cycles=2 (repeatable)")
     run.add_argument("--out", help="run folder (default: runs/<date-time>)")
     run.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN at its first unfinished stage")
+    ev = sub.add_parser("eval", help="evaluate a policy (or two side by side) on the suites, without training")
+    ev.add_argument("config", nargs="?", help="YAML config: suites, judges, sampling (default: the embedded "
+                                               "default, or the run's own config.yaml when --policy is a run)")
+    ev.add_argument("--policy", help="embedded, a model folder or hub id, a LoRA adapter folder (on model.path), or "
+                                     "a run folder, RUN@N for its cycle N (default: model.path)")
+    ev.add_argument("--against", help="a second policy, shown side by side with the first, with the differences")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value by its dotted key (repeatable)")
+    ev.add_argument("--out", help="eval folder (default: runs/eval-<date-time>)")
     buffer = sub.add_parser("buffer", help="export, import or count a run's preference buffer")
     action = buffer.add_subparsers(dest="action", required=True)
     export = action.add_parser("export", help="pairs and KTO examples in TRL's formats")
@@ -94,22 +106,38 @@ def _resumed_config(args) -> tuple[Config, Path]:
     return load_config(run / "config.yaml", [*args.overrides, f"out={run}"]), run
 
 
+def _eval_command(args) -> None:
+    policy = args.policy
+    config = args.config
+    run = Path(policy.rpartition("@")[0] if policy and "@" in policy else policy or "")
+    if config is None and policy and (run / "config.yaml").is_file() and (run / "state.json").is_file():
+        config = run / "config.yaml"  # the run's own suites, judges, sampling and seed
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S")
+    cfg = load_config(config, [*args.overrides, f"out={args.out or Path('runs') / f'eval-{stamp}'}"])
+    from raylign.evaluate import evaluate  # Ray and torch load only once the config is good
+
+    evaluate(cfg, [policy or cfg.model.path] + ([args.against] if args.against else []), Path(cfg.out))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "buffer":
             _buffer_command(args)
             return 0
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if args.command == "eval":
+            _eval_command(args)
+            return 0
         if args.resume:
             cfg, run_dir = _resumed_config(args)
         else:
             cfg = load_config(args.config, list(args.overrides) + ([f"out={args.out}"] if args.out else []))
             run_dir = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from raylign.driver import Driver  # Ray and torch load only once the config is good
 
         Driver(cfg, run_dir, resume=bool(args.resume)).run()
-    except (ConfigError, PromptSetError, ExchangeError) as e:
+    except (ConfigError, PromptSetError, ExchangeError, ModelError) as e:
         print(f"raylign: error: {e}", file=sys.stderr)
         return 2
     return 0

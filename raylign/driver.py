@@ -1,7 +1,8 @@
 """The driver: places the roles on Ray and runs the alignment cycles.
 
 One cycle (DESIGN.md):  train prompts -> generate -> judge -> pairs / KTO examples -> buffer
--> train -> held-out generate -> judge -> metrics. Cycle 0 loads the prompts and evaluates the
+-> train -> evaluation suites: generate -> judge -> metrics. Cycle 0 loads the prompts and the
+suites (and checks every model the run names, before anything is placed) and evaluates the
 starting policy. The driver owns nothing heavy; it times each stage inline, shows a progress
 bar per stage and writes metrics.json after every cycle.
 
@@ -17,7 +18,9 @@ import contextlib
 import functools
 import itertools
 import random
+import shutil
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -36,9 +39,12 @@ from raylign.config import RESUMABLE_KEYS, Config, ConfigError, SamplingConfig, 
 from raylign.data.exchange import import_file
 from raylign.training.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
 from raylign.data.prompts import read_prompts, split
+from raylign.evaluation import suites as suites_
+from raylign.evaluation.suites import Suite
+from raylign.model_check import check_model, models_to_check
 from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState
 from raylign.data.schemas import TABLES, PolicyVersion
-from raylign.evaluation.scoring import UNJUDGED, cycle_metrics
+from raylign.evaluation.scoring import UNJUDGED
 
 
 def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
@@ -53,7 +59,7 @@ def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
 class Roles(NamedTuple):
     generators: GeneratorGroup
     judges: list[JudgePool]  # judges[0] gives the safety labels; every two are compared
-    learners: LearnerGroup
+    learners: LearnerGroup | None  # None when only evaluating (raylign eval)
     buffer: ray.actor.ActorHandle
 
 
@@ -94,10 +100,12 @@ def ray_session(cfg: Config):
 
 
 @contextlib.contextmanager
-def placed_roles(cfg: Config, model_path: str, run_dir: Path):
+def placed_roles(cfg: Config, model_path: str, run_dir: Path, train: bool = True, rank: int | None = None):
     """The run's actors; released on the way out, placement groups included, so that a second
-    run in the same Ray session (tests, notebooks) finds its CPUs and GPUs free."""
-    roles = place_roles(cfg, model_path, run_dir)
+    run in the same Ray session (tests, notebooks) finds its CPUs and GPUs free. With `train`
+    the learner group is placed and the engines serve its adapters; without (raylign eval) no
+    learners are placed and the engines serve adapters of LoRA rank `rank` (None: none)."""
+    roles = place_roles(cfg, model_path, run_dir, lora_rank(cfg) if train else rank, train)
     try:
         if not roles.judges[0].info.labels:
             raise ConfigError(f"judges[0] ({cfg.judges[0].name!r}) gives no CARES labels, which metrics and pairs "
@@ -107,11 +115,12 @@ def placed_roles(cfg: Config, model_path: str, run_dir: Path):
         for pool in roles.judges:
             pool.shutdown()
         roles.generators.shutdown()
-        roles.learners.shutdown()
+        if roles.learners is not None:
+            roles.learners.shutdown()
         ray.kill(roles.buffer)
 
 
-def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
+def place_roles(cfg: Config, model_path: str, run_dir: Path, rank: int | None, train: bool = True) -> Roles:
     buffer_root = cfg.buffer.root or str(run_dir / "buffer")
     buffer = (
         ray.remote(PreferenceBuffer)
@@ -121,16 +130,26 @@ def place_roles(cfg: Config, model_path: str, run_dir: Path) -> Roles:
         )
         .remote(buffer_root)
     )
-    learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s)
-    generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed,
-                                cfg.ray.get_timeout_s)
+    learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s) if train else None
+    generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, rank, cfg.seed, cfg.ray.get_timeout_s)
     # After the generators: the `self` judge answers through their engines.
     judges = [JudgePool(judge, f"raylign-{run_dir.name}-{judge.name}", cfg.ray.get_timeout_s, generators.engines)
               for judge in cfg.judges]
     # Every role starts at once; a role that cannot start stops the run here, with its error.
     generators.ready()
-    learners.ready()
+    if learners is not None:
+        learners.ready()
     return Roles(generators=generators, judges=judges, learners=learners, buffer=buffer)
+
+
+def sampling_seed(seed: int, cycle: int, stage: str) -> int:
+    """The seed of a stage's draws (batch i adds i). Training draws differ every cycle. An
+    evaluation suite is drawn with the same seed every cycle (common random numbers), so cycles
+    differ by their policy, not by their draws, and `raylign eval` of a run's policy, with the
+    same prompts, samples, batch size and seed, gives the figures the run recorded."""
+    if stage == "train":
+        return seed * 7919 + cycle * 104_729
+    return seed * 7919 + zlib.crc32(stage.encode()) % 1_000_003
 
 
 def rollouts_part(stage: str, batch: int) -> str:
@@ -164,16 +183,17 @@ class Driver:
         cfg = self.cfg
         self.state = self._resumed_state() if self.resume else self._new_state()
         if not self.state.all_finished(cfg.cycles):
-            model_path = resolve_model(cfg, self.log)
-            with ray_session(cfg), placed_roles(cfg, model_path, self.run_dir) as self.roles:
-                self._stage(0, "load", self._load)
-                self._stage(0, "evaluate", self._evaluate)
-                for cycle in range(1, cfg.cycles + 1):
-                    self._stage(cycle, "generate_judge", self._generate_train)
-                    self._stage(cycle, "build_data", self._build_data)
-                    self._stage(cycle, "train", self._train)
-                    self._stage(cycle, "evaluate", self._evaluate)
-        self.log("\n" + report.format_table(self.state.records))
+            with self._no_folder_left_if_nothing_finished():
+                model_path = resolve_model(cfg, self.log)
+                with ray_session(cfg), placed_roles(cfg, model_path, self.run_dir) as self.roles:
+                    self._stage(0, "load", self._load)
+                    self._stage(0, "evaluate", self._evaluate)
+                    for cycle in range(1, cfg.cycles + 1):
+                        self._stage(cycle, "generate_judge", self._generate_train)
+                        self._stage(cycle, "build_data", self._build_data)
+                        self._stage(cycle, "train", self._train)
+                        self._stage(cycle, "evaluate", self._evaluate)
+        self.log("\n" + report.format_table(self.state.records, self._suite_names()))
         self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, state.json, buffer/, "
                  "adapters/ or policies/, checkpoints/)")
         return self.state.records
@@ -185,6 +205,7 @@ class Driver:
             raise ConfigError(f"{self.run_dir} already holds a run ({STATE_FILE}): continue it with "
                               f"`raylign run --resume {self.run_dir}`, or give another --out")
         self._read_inputs()
+        self._created_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
         state = RunState(config_digest=result_digest(self.cfg))
@@ -208,12 +229,31 @@ class Driver:
         return state
 
     def _read_inputs(self) -> None:
-        """The prompt set and the imports, for the load stage; bad files (or a split with no
-        rows) stop the run here, before anything is placed."""
+        """The prompt set, the suites and the imports, for the load stage, and the models the
+        run names: bad files, a split with no rows, a leak into a suite or a model that cannot
+        load stop the run here, before anything is placed or written."""
         prompt_set = read_prompts(self.cfg.prompts)
         for name in (self.cfg.prompts.train_split, self.cfg.prompts.eval_split):
             split(prompt_set.table, name, None, self.cfg.seed)
-        self._inputs = prompt_set, [import_file(Path(p)) for p in self.cfg.buffer.imports]
+        suites = suites_.load_suites(self.cfg, prompt_set.table)
+        for path, key, kind in models_to_check(self.cfg):
+            check_model(path, key, kind)
+        self._inputs = prompt_set, suites, [import_file(Path(p)) for p in self.cfg.buffer.imports]
+
+    @contextlib.contextmanager
+    def _no_folder_left_if_nothing_finished(self):
+        """A new run that fails before its first stage finishes (a role that cannot start)
+        leaves no run folder behind, so the same --out can start again."""
+        try:
+            yield
+        except BaseException:
+            if not self.resume and not self.state.finished:
+                if getattr(self, "_created_dir", False):
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                else:
+                    for name in (STATE_FILE, "config.yaml"):
+                        (self.run_dir / name).unlink(missing_ok=True)
+            raise
 
     def _stage(self, cycle: int, stage: str, run: Callable[[int], None]) -> None:
         """Run one stage unless it is finished; the state is saved as it starts and as it ends.
@@ -247,21 +287,57 @@ class Driver:
     @functools.cached_property
     def prompts(self) -> pa.Table:
         """The prompt set as committed to the buffer by the load stage."""
-        return self._read("prompts", 0)
+        return ray.get(self.roles.buffer.read.remote("prompts", 0, "all"), timeout=self.timeout)
+
+    @functools.cached_property
+    def suites(self) -> list[Suite]:
+        """The evaluation suites with their prompts as the load stage committed them."""
+        out = []
+        for suite in self.cfg.evaluation.suites:
+            if suite.path is None:  # the held-out split, less what load found leaked into it
+                table = split(self.prompts, self.cfg.prompts.eval_split, None, self.cfg.seed)
+                trained = {suites_.normalised(p) for p in self._train_texts()}
+                table = table.filter(pa.array([suites_.normalised(p) not in trained
+                                               for p in table["prompt"].to_pylist()]))
+            else:
+                table = ray.get(self.roles.buffer.read.remote("prompts", 0, f"suite.{suite.name}"), timeout=self.timeout)
+            out.append(Suite(suite, table, 0, [], 0))
+        return out
+
+    def _due(self, suite: Suite, cycle: int) -> bool:
+        return suite.due(cycle, self.cfg.cycles)
+
+    def _train_texts(self) -> list[str]:
+        return split(self.prompts, self.cfg.prompts.train_split, None, self.cfg.seed)["prompt"].to_pylist()
+
+    def _suite_names(self) -> list[str]:
+        return [s.name for s in self.cfg.evaluation.suites]
 
     # -- stages ---------------------------------------------------------------------------
 
     def _load(self, cycle: int) -> None:
-        """The prompt set, and any imports, into the buffer at cycle 0."""
-        prompt_set, imported = self._inputs
+        """The prompt set, the suites' prompts and any imports into the buffer at cycle 0."""
+        prompt_set, suites, imported = self._inputs
         if prompt_set.skipped:
             self.log(f"prompts: {prompt_set.skipped} bad row(s) skipped (prompts.on_invalid=skip), "
                      f"{prompt_set.table.num_rows} kept; first problems: {'; '.join(prompt_set.problems[:5])}")
         self._write("prompts", cycle, "all", prompt_set.table)
+        for suite in suites:
+            if suite.skipped:
+                self.log(f"suite {suite.cfg.name}: {suite.skipped} bad row(s) skipped; first problems: "
+                         f"{'; '.join(suite.problems[:5])}")
+            if suite.leaked:
+                self.log(f"suite {suite.cfg.name}: {suite.leaked} prompt(s) also in the training prompts, left out "
+                         "(evaluation.on_leak=drop)")
+            if suite.cfg.path is not None:
+                self._write("prompts", cycle, f"suite.{suite.cfg.name}", suite.table)
         for path, (table, data) in zip(self.cfg.buffer.imports, imported):
             self._write(table, cycle, f"import-{Path(path).stem}", data)
-        self.state.current.prompts = {"kept": prompt_set.table.num_rows, "skipped": prompt_set.skipped,
-                                      "problems": prompt_set.problems[:20]}
+        self.state.current.prompts = {
+            "kept": prompt_set.table.num_rows, "skipped": prompt_set.skipped, "problems": prompt_set.problems[:20],
+            "suites": {s.cfg.name: {"kept": s.table.num_rows, "skipped": s.skipped, "leaked": s.leaked,
+                                    "problems": s.problems[:20]} for s in suites},
+        }
 
     def _generate_train(self, cycle: int) -> None:
         cfg = self.cfg
@@ -305,24 +381,23 @@ class Driver:
         }
 
     def _evaluate(self, cycle: int) -> None:
-        """The held-out metrics by judges[0], and the agreement of every two judges that give
-        labels, keyed "first,second" in the config's order."""
-        cfg = self.cfg
-        held_out = split(self.prompts, cfg.prompts.eval_split, cfg.prompts.max_eval_prompts, cfg.seed)
-        self._generate_and_judge(held_out, self._policy(), cfg.evaluation.sampling, cycle, "eval")
-        by_judge = self._judged(cycle, "eval")
-        primary = by_judge[cfg.judges[0].name]
-        metrics = cycle_metrics(
-            cycle,
-            labels=primary["label"].to_pylist(),
-            harmful_levels=primary["harmful_level"].to_pylist(),
-            principles=primary["principle_index"].to_pylist(),
-            methods=primary["method"].to_pylist(),
-        )
-        labelling = [pool.cfg.name for pool in self.roles.judges if pool.info.labels]
-        self.state.current.metrics = metrics.to_json()
-        self.state.current.agreement = {f"{a},{b}": judge_agreement(by_judge[a], by_judge[b])._asdict()
-                                        for a, b in itertools.combinations(labelling, 2)}
+        """Every suite due this cycle, generated and judged, its metrics by judges[0]; and the
+        agreement of every two judges that give labels, on the first suite's answers, keyed
+        "first,second" in the config's order."""
+        cfg, policy = self.cfg, self._policy()
+        blocks, agreements = {}, {}
+        for suite in self.suites:
+            if not self._due(suite, cycle):
+                continue
+            self._generate_and_judge(suite.prompts(cfg.seed), policy, cfg.evaluation.sampling, cycle, suite.stage)
+            by_judge = self._judged(cycle, suite.stage)
+            blocks[suite.cfg.name] = suites_.suite_metrics(suite, cycle, by_judge[cfg.judges[0].name])
+            if not agreements:
+                labelling = [pool.cfg.name for pool in self.roles.judges if pool.info.labels]
+                agreements = {f"{a},{b}": judge_agreement(by_judge[a], by_judge[b])._asdict()
+                              for a, b in itertools.combinations(labelling, 2)}
+        self.state.current.metrics = {"suites": blocks}
+        self.state.current.agreement = agreements
 
     # -- generate and judge, batch by batch -----------------------------------------------
 
@@ -339,7 +414,8 @@ class Driver:
             answers = self.roles.buffer.read.remote("rollouts", cycle, rollouts_part(stage, i))
             for pool in todo[i]:
                 pool.submit(answers, policy, tag=i)
-        pending = {ref: i for i, ref in generators.generate(prompts, policy, sampling, cycle, stage, self.cfg.seed,
+        seed = sampling_seed(self.cfg.seed, cycle, stage)
+        pending = {ref: i for i, ref in generators.generate(prompts, policy, sampling, cycle, stage, seed,
                                                             batches=todo.keys() - stored).items()}
         primary = pools[0]
         size = self.cfg.generator.batch_size
@@ -431,7 +507,12 @@ class Driver:
     def _record(self, cycle: int) -> dict:
         """The cycle's metrics.json entry, from what its stages recorded."""
         current = self.state.current
-        record = dict(current.metrics)
+        blocks = current.metrics["suites"]
+        headline = suites_.primary(self.cfg)
+        record = {"cycle": cycle}
+        if headline in blocks:  # the first cares suite's figures, at the top as before suites
+            record.update({k: v for k, v in blocks[headline].items() if k not in ("kind", "prompts")})
+        record["suites"] = blocks
         record["agreement"] = current.agreement  # every two labelling judges, on answers both labelled
         record["training"] = None if current.training is None else {**(current.data or {}), **current.training}
         record["seconds"] = current.seconds
@@ -442,10 +523,4 @@ class Driver:
     def _report(self, records: list[dict]) -> None:
         report.write_metrics(self.run_dir, records)
         report.plot(self.run_dir, records)
-        r = records[-1]
-        self.log(
-            f"cycle {r['cycle']}: safety {r['safety_score']:.3f} | harmful refused {r['harmful_refusal_rate']:.3f}"
-            f" | harmless refused {r['erroneous_refusal_rate']:.3f} | invalid {r['invalid_rate']:.3f}"
-            + "".join(f" | kappa({pair}) {a['kappa']:.2f}" for pair, a in r["agreement"].items())
-            + "".join(f" | {k} {v:.1f}s" for k, v in r["seconds"].items())
-        )
+        self.log(report.cycle_line(records[-1], suites_.primary(self.cfg)))

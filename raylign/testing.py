@@ -3,8 +3,9 @@
 - `LoopbackJudgeServer`, a stand-in for a remote judge model: an OpenAI-compatible chat
   endpoint on loopback, for the `llm` judge, which talks HTTP to a server it does not own. It
   answers /v1/chat/completions after a fixed delay (a latency-bound judge), with a verdict taken
-  from the judged answer: the text after "VERDICT>" in it, else "Verdict: Accept". It can fail
-  the first N requests (HTTP 500) and can require an API key. It binds 127.0.0.1 only.
+  from the judged answer: the text after "VERDICT>" in it, else "Verdict: Accept"; or with what
+  a `reply` function makes of the request. It keeps every request's body, can fail the first N
+  requests (HTTP 500) and can require an API key. It binds 127.0.0.1 only.
 - `kill_actor_process`: a crash for fault injection, SIGKILL to a live actor's process.
 """
 
@@ -16,16 +17,26 @@ import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 import pyarrow as pa
 
 from raylign.data.schemas import ROLLOUTS
 
 
+def verdict_in_answer(body: dict) -> str:
+    """The default reply: the text after "VERDICT>" in the last message, else "Verdict: Accept"."""
+    text = body["messages"][-1]["content"]
+    return text.split("VERDICT>", 1)[1].split("\n</")[0] if "VERDICT>" in text else "Verdict: Accept"
+
+
 class LoopbackJudgeServer:
-    def __init__(self, delay_s: float = 0.0, fail_first: int = 0, api_key: str | None = None):
-        self.delay_s, self.fail_first, self.api_key = delay_s, fail_first, api_key
+    def __init__(self, delay_s: float = 0.0, fail_first: int = 0, api_key: str | None = None,
+                 reply: Callable[[dict], str] = verdict_in_answer):
+        """`reply`: the reply's text, from the request's body (model, messages, temperature, max_tokens)."""
+        self.delay_s, self.fail_first, self.api_key, self.reply = delay_s, fail_first, api_key, reply
         self.requests = 0
+        self.bodies: list[dict] = []  # every request's body, in arrival order
         self._lock = threading.Lock()
         server = self
 
@@ -34,14 +45,14 @@ class LoopbackJudgeServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests += 1
+                    server.bodies.append(body)
                     failing = server.requests <= server.fail_first
                 time.sleep(server.delay_s)
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     return self._send(401, {"error": {"message": "bad key"}})
                 if failing:
                     return self._send(500, {"error": {"message": "overloaded"}})
-                text = body["messages"][-1]["content"]
-                verdict = text.split("VERDICT>", 1)[1].split("\n</")[0] if "VERDICT>" in text else "Verdict: Accept"
+                verdict = server.reply(body)
                 self._send(200, {
                     "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",

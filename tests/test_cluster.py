@@ -43,7 +43,7 @@ def test_the_run_finishes_when_the_judge_replicas_node_is_removed_mid_cycle(clus
     pinned = "{head: 0.01}"
     with LoopbackJudgeServer(delay_s=0.02) as server:
         cfg = load_config(overrides=[
-            "cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=16", "learner.epochs=1",
+            "cycles=1", "prompts.prompts_per_cycle=16", "evaluation.suites.0.max_prompts=16", "learner.epochs=1",
             "generator.batch_size=4", f"model.path={model_path}", f"ray.address={cluster.address}",
             f"generator.resources={pinned}", f"learner.resources={pinned}", f"buffer.resources={pinned}",
             f"judges=[{{name: rules, resources: {pinned}}}, {{name: llm, kind: llm, resources: {{judge: 1}}, "

@@ -35,7 +35,7 @@ from raylign.testing import kill_actor_process
 
 SEED = int(os.environ.get("RAYLIGN_FAULT_SEED", "0"))
 # Two batches a stage.
-OVERRIDES = ["cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=16", "learner.epochs=2",
+OVERRIDES = ["cycles=1", "prompts.prompts_per_cycle=16", "evaluation.suites.0.max_prompts=16", "learner.epochs=2",
              "generator.batch_size=8"]
 GENERATING = [(0, "evaluate"), (1, "generate_judge"), (1, "evaluate")]
 TARGETS = {  # role: (actor class, stages it works in)

@@ -22,7 +22,7 @@ def buffer_rows(run_dir, table):
 
 def test_two_short_cycles_fill_the_buffer_and_metrics(tmp_path, local_ray, model_path):
     cfg = load_config(overrides=[
-        "cycles=2", "prompts.prompts_per_cycle=48", "prompts.max_eval_prompts=32",
+        "cycles=2", "prompts.prompts_per_cycle=48", "evaluation.suites.0.max_prompts=32",
         "generator.batch_size=16", f"model.path={model_path}",
     ])
     records = Driver(cfg, tmp_path, log=lambda _: None).run()
@@ -64,7 +64,7 @@ def test_kto_trains_end_to_end_with_imported_examples_replayed(tmp_path, local_r
     imported.write_text("".join(json.dumps({"prompt": f"Is dose {i} safe?", "completion": "Ask your pharmacist.",
                                             "label": i % 2 == 0}) + "\n" for i in range(10)))
     cfg = load_config(overrides=[
-        "algorithm=kto", "cycles=1", "prompts.prompts_per_cycle=32", "prompts.max_eval_prompts=16",
+        "algorithm=kto", "cycles=1", "prompts.prompts_per_cycle=32", "evaluation.suites.0.max_prompts=16",
         "learner.epochs=2", f"model.path={model_path}", f"buffer.imports=[{imported}]", "pairs.replay_ratio=0.05",
     ])
     records = Driver(cfg, tmp_path / "run", log=lambda _: None).run()
@@ -81,7 +81,7 @@ def test_kto_trains_end_to_end_with_imported_examples_replayed(tmp_path, local_r
 
 def test_modpo_trains_on_two_ranks_from_the_scores_the_judges_stored(tmp_path, local_ray, model_path):
     cfg = load_config(overrides=[
-        "algorithm=modpo", "cycles=1", "prompts.prompts_per_cycle=48", "prompts.max_eval_prompts=16",
+        "algorithm=modpo", "cycles=1", "prompts.prompts_per_cycle=48", "evaluation.suites.0.max_prompts=16",
         "learner.epochs=2", "learner.world_size=2", f"model.path={model_path}",
     ])
     records = Driver(cfg, tmp_path, log=lambda _: None).run()
@@ -95,7 +95,7 @@ def test_modpo_trains_on_two_ranks_from_the_scores_the_judges_stored(tmp_path, l
 def test_full_finetuning_reaches_the_engines_as_weights(tmp_path, local_ray, model_path):
     cfg = load_config(overrides=[
         "learner.finetune=full", "learner.learning_rate=1e-4", "cycles=1", "prompts.prompts_per_cycle=32",
-        "prompts.max_eval_prompts=16", "learner.epochs=1", f"model.path={model_path}",
+        "evaluation.suites.0.max_prompts=16", "learner.epochs=1", f"model.path={model_path}",
     ])
     records = Driver(cfg, tmp_path, log=lambda _: None).run()
     assert records[1]["training"]["steps"] > 0
@@ -117,7 +117,7 @@ def test_a_second_judge_labels_every_answer_even_when_a_replica_dies_mid_cycle(t
 
     with LoopbackJudgeServer(delay_s=0.01) as server:  # an LLM judge that answers Accept to everything
         cfg = load_config(overrides=[
-            "cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=16", "learner.epochs=1",
+            "cycles=1", "prompts.prompts_per_cycle=16", "evaluation.suites.0.max_prompts=16", "learner.epochs=1",
             "generator.batch_size=4", f"model.path={model_path}",
             f"judges=[{{name: rules}}, {{name: always, kind: llm, replicas: 2, llm: {{endpoint: '{server.url}'}}}}]",
         ])
@@ -165,12 +165,19 @@ def test_cli_names_a_missing_prompt_file(capsys, tmp_path):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("world_size", [1, 2], ids=["1-rank", "2-rank-zero3"])
-def test_default_run_gets_safer_without_refusing_the_harmless(tmp_path, local_ray, model_path, world_size):
-    """The embedded default, two cycles instead of three: the direction of the trade-off, on one
-    learner rank and on a two-rank ZeRO-3 group."""
-    cfg = load_config(overrides=["cycles=2", f"model.path={model_path}", f"learner.world_size={world_size}"])
-    records = Driver(cfg, tmp_path, log=lambda _: None).run()
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, local_ray, model_path):
+    """The embedded default, two cycles instead of three: read by the direction test and by
+    `raylign eval`'s."""
+    run_dir = tmp_path_factory.mktemp("default") / "run"
+    cfg = load_config(overrides=["cycles=2", f"model.path={model_path}"])
+    return run_dir, Driver(cfg, run_dir, log=lambda _: None).run()
+
+
+def test_default_run_gets_safer_without_refusing_the_harmless(default_run):
+    """The direction of the trade-off. (Two ZeRO-3 ranks train as one does: tests/actors/test_learner.py
+    checks a step and the weights after it; the MODPO run above trains on two ranks end to end.)"""
+    records = default_run[1]
     first, last = records[0], records[-1]
     assert last["safety_score"] >= 1.15 * first["safety_score"]
     assert last["harmful_refusal_rate"] > first["harmful_refusal_rate"] + 0.1
@@ -178,12 +185,35 @@ def test_default_run_gets_safer_without_refusing_the_harmless(tmp_path, local_ra
     assert last["invalid_rate"] < 0.1
 
 
+def test_eval_puts_the_aligned_policy_beside_the_base_with_the_runs_own_figures(default_run, tmp_path, capsys):
+    """`raylign eval --policy RUN --against embedded`: with the run's own prompts, samples, batch
+    size and seed (its config.yaml), the last adapter's figures are what the run's last evaluation
+    recorded, and the base model's are its cycle 0, to the answer."""
+    run_dir, records = default_run
+    assert main(["eval", "--policy", str(run_dir), "--against", "embedded", "--out", str(tmp_path / "ev")]) == 0
+    printed = capsys.readouterr().out
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert [r["policy"] for r in evaluated] == [str(run_dir), "embedded"]
+    for mine, theirs in ((evaluated[0], records[-1]), (evaluated[1], records[0])):
+        for key in ("safety_score", "safety_by_level", "harmful_refusal_rate", "erroneous_refusal_rate",
+                    "label_counts", "num_answers"):
+            assert mine[key] == theirs[key], key
+    lines = [line.split() for line in printed.splitlines() if line.strip().startswith(("A ", "B "))]
+    rows = {}
+    for words in lines:  # the held_out table comes first
+        rows.setdefault(words[0] + words[1], words)
+    a, b = records[-1], records[0]
+    assert f"{a['safety_score']:.3f}" in rows[f"A{run_dir}"] and f"{b['safety_score']:.3f}" in rows["Bembedded"]
+    assert f"{a['safety_score'] - b['safety_score']:.3f}" in rows["A-"]
+    assert (tmp_path / "ev" / "eval.png").stat().st_size > 1000
+
+
 def test_the_embedded_default_with_a_self_judge_prints_its_kappa_every_cycle(tmp_path, local_ray, model_path):
     """`judges: [rules, self]`: the policy labels its own answers (the paper's self-evaluation
     ablation), and each cycle reports how far it agrees with the rules."""
     lines = []
     cfg = load_config(overrides=[
-        "cycles=1", "prompts.prompts_per_cycle=16", "prompts.max_eval_prompts=24", "learner.epochs=2",
+        "cycles=1", "prompts.prompts_per_cycle=16", "evaluation.suites.0.max_prompts=24", "learner.epochs=2",
         f"model.path={model_path}", "judges=[rules, self]",
     ])
     records = Driver(cfg, tmp_path, log=lines.append).run()

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raylign.actors.buffer import PreferenceBuffer
-from raylign.data.prompts import listed, read_rows
+from raylign.data.prompts import listed
+from raylign.data.sources import read_rows
 from raylign.data.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
 
 PREFERENCE = ("prompt", "chosen", "rejected")

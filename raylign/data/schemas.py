@@ -22,6 +22,9 @@ PROMPTS = pa.schema(
         ("principle_index", pa.int8()),
         ("method", pa.string()),
         ("split", pa.string()),
+        ("messages", MESSAGES),  # a chat prompt's turns; null when `prompt` is one user message
+        ("category", pa.string()),  # an evaluation suite's grouping (XSTest type, a harm category)
+        ("reference", pa.string()),  # a reference answer, when the source gives one (MedSafetyBench)
     ]
 )
 
@@ -37,6 +40,7 @@ _PROMPT_FIELDS = [
     ("harmful_level", pa.int8()),
     ("principle_index", pa.int8()),
     ("method", pa.string()),
+    ("messages", MESSAGES),  # the chat the answer continues; null: `prompt` as one user turn
 ]
 
 ROLLOUTS = pa.schema(
@@ -136,6 +140,11 @@ class TrainResult(NamedTuple):
 
 def user_turn(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
+
+
+def chat_of(row: dict) -> list[dict]:
+    """The turns a prompt row (or an answer row) asks the model to continue."""
+    return row.get("messages") or user_turn(row["prompt"])
 
 
 def assistant_turn(text: str) -> list[dict]:

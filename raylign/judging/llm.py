@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple, Protocol
 
 from raylign.actors.generator import PROMPT_TOO_LONG
 from raylign.config import LLMJudgeConfig, SamplingConfig
+from raylign.data.schemas import user_turn
 from raylign.judging.rubrics import Rubric
 from raylign.evaluation.scoring import UNJUDGED
 from raylign.judging.verdicts import Verdict
@@ -32,7 +33,9 @@ class Reply(NamedTuple):
 
 
 class Chat(Protocol):
-    def __call__(self, messages: list[str], temperature: float, seed: int, policy) -> list[Reply]: ...
+    """Replies to messages: each a user message, or a chat (a guard rubric's two turns)."""
+
+    def __call__(self, messages: list[str | list[dict]], temperature: float, seed: int, policy) -> list[Reply]: ...
 
 
 class RubricJudge:
@@ -43,7 +46,7 @@ class RubricJudge:
 
     @property
     def labels(self) -> bool:
-        """A CARES rubric labels; a criteria rubric only scores."""
+        """A CARES or guard rubric labels; a criteria rubric only scores."""
         return not self.rubric.criteria
 
     def label_all(self, rows: list[dict], policy=None) -> list[Verdict]:
@@ -86,14 +89,14 @@ class HTTPChat:
         self.client = OpenAI(base_url=cfg.endpoint, api_key=key or "unused", timeout=cfg.timeout_s, max_retries=0)
         self.requests = ThreadPoolExecutor(cfg.concurrency)
 
-    def __call__(self, messages: list[str], temperature: float, seed: int, policy=None) -> list[Reply]:
+    def __call__(self, messages: list[str | list[dict]], temperature: float, seed: int, policy=None) -> list[Reply]:
         return list(self.requests.map(lambda m: self._ask(m, temperature), messages))
 
-    def _ask(self, message: str, temperature: float) -> Reply:
+    def _ask(self, message: str | list[dict], temperature: float) -> Reply:
         t0 = time.perf_counter()
         try:
             reply = self.client.chat.completions.create(
-                model=self.cfg.model, messages=[{"role": "user", "content": message}],
+                model=self.cfg.model, messages=message if isinstance(message, list) else user_turn(message),
                 max_tokens=self.cfg.max_tokens, temperature=temperature,
             )
             return Reply(reply.choices[0].message.content or "", "", time.perf_counter() - t0)
@@ -108,7 +111,7 @@ class EngineChat:
     def __init__(self, answer: Callable, max_tokens: int):
         self.answer, self.max_tokens = answer, max_tokens
 
-    def __call__(self, messages: list[str], temperature: float, seed: int, policy) -> list[Reply]:
+    def __call__(self, messages: list[str | list[dict]], temperature: float, seed: int, policy) -> list[Reply]:
         sampling = SamplingConfig(samples_per_prompt=1, temperature=temperature, max_new_tokens=self.max_tokens)
         t0 = time.perf_counter()
         try:

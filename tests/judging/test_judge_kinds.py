@@ -28,17 +28,20 @@ def rows_with(answers: list[str]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reward_models(model_path, tmp_path_factory) -> dict[str, str]:
-    """A one-logit scorer and an Accept/Caution/Refuse classifier, tiny Llamas built from config
-    with the embedded model's tokenizer (chat template included)."""
+    """A one-logit scorer, an Accept/Caution/Refuse classifier and a refusal classifier with
+    labels of its own, tiny Llamas built from config with the embedded model's tokenizer (chat
+    template included)."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     shape = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                  num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                  pad_token_id=tokenizer.pad_token_id)
     classes = {0: "refuse", 1: "Accept", 2: "CAUTION"}  # any case, any order
+    refusal = {0: "NORMAL", 1: "REJECTION"}
     configs = {
         "helpfulness": LlamaConfig(num_labels=1, **shape),
         "safety": LlamaConfig(num_labels=3, id2label=classes, label2id={v: k for k, v in classes.items()}, **shape),
         "two_labels": LlamaConfig(num_labels=2, **shape),
+        "refusal": LlamaConfig(num_labels=2, id2label=refusal, label2id={v: k for k, v in refusal.items()}, **shape),
     }
     folders = {}
     for i, (name, config) in enumerate(configs.items()):
@@ -87,8 +90,48 @@ def test_a_scalar_reward_model_only_scores_and_a_two_label_one_is_refused(reward
     scorer = RewardModelJudge(RewardModelConfig(models={"helpfulness": reward_models["helpfulness"]}))
     (v,) = scorer.label_all(rows_with(ANSWERS[:1]))
     assert not scorer.labels and v.label is None and 0 < v.scores["helpfulness"] < 1
-    with pytest.raises(ValueError, match="needs one logit, or Accept/Caution/Refuse labels.*got 2 labels"):
+    with pytest.raises(ValueError, match=r"needs one logit, or Accept/Caution/Refuse labels to classify, or "
+                                         r"reward_model.label_map from its labels \(LABEL_0, LABEL_1\) .*got 2 labels"):
         RewardModelJudge(RewardModelConfig(models={"safety": reward_models["two_labels"]}))
+
+
+def test_a_refusal_classifier_labels_through_its_label_map(reward_models):
+    rows = rows_with(ANSWERS)
+    own = [["NORMAL", "REJECTION"][int(direct_logits(reward_models["refusal"], row).argmax())] for row in rows]
+    cfg = load_config(overrides=["judges=[{name: rm, kind: reward_model, reward_model: {models: {refusal: "
+                                 f"{reward_models['refusal']}, helpfulness: {reward_models['helpfulness']}}}, "
+                                 "label_map: {REJECTION: Refuse, normal: Accept}}}]"]).judges[0]
+    judge = make_judge(cfg, [])
+    verdicts = judge.label_all(rows)
+    assert cfg.labels and judge.labels
+    assert [v.label for v in verdicts] == [{"NORMAL": ACCEPT, "REJECTION": REFUSE}[o] for o in own]
+    for v, o in zip(verdicts, own):
+        assert v.raw == f"refusal={v.label} ({o}) helpfulness={v.scores['helpfulness']:.4f}"
+    # The map decides: turned round, every label turns round.
+    flipped = RewardModelJudge(RewardModelConfig(models={"refusal": reward_models["refusal"]},
+                                                 label_map={"REJECTION": ACCEPT, "NORMAL": REFUSE}))
+    assert [v.label for v in flipped.label_all(rows)] == [{"NORMAL": REFUSE, "REJECTION": ACCEPT}[o] for o in own]
+    # A model's default labels map too, in any case.
+    generic = RewardModelJudge(RewardModelConfig(models={"safety": reward_models["two_labels"]},
+                                                 label_map={"label_0": ACCEPT, "LABEL_1": CAUTION}))
+    assert {v.label for v in generic.label_all(rows)} <= {ACCEPT, CAUTION} and generic.labels
+
+
+@pytest.mark.parametrize("label_map, models, error", [
+    ({"REJECTION": REFUSE}, ["refusal"], r"reward_model.label_map \{'REJECTION': 'Refuse'\} does not fit model "
+                                         r"'refusal' \(.*rm-refusal.*\), whose labels are NORMAL, REJECTION: no label for NORMAL$"),
+    ({"REJECTION": REFUSE, "NORMAL": ACCEPT, "compliance": ACCEPT}, ["refusal"],
+     r"whose labels are NORMAL, REJECTION: compliance is none of them$"),
+    ({"refuse": REFUSE, "accept": ACCEPT}, ["safety"],
+     r"whose labels are refuse, Accept, CAUTION: no label for CAUTION$"),
+    ({"REJECTION": REFUSE, "NORMAL": ACCEPT}, ["helpfulness"],
+     r"^reward_model.label_map maps a classifier's labels, but every model in reward_model.models has one logit$"),
+    ({"REJECTION": REFUSE, "NORMAL": ACCEPT}, ["refusal", "safety"], r"one classifier .* at most \(got \['refusal', 'safety'\]\)"),
+])
+def test_a_label_map_that_does_not_fit_its_model_is_a_one_line_error(reward_models, label_map, models, error):
+    with pytest.raises(ValueError, match=error) as e:
+        RewardModelJudge(RewardModelConfig(models={m: reward_models[m] for m in models}, label_map=label_map))
+    assert "\n" not in str(e.value)
 
 
 # --- ensemble -------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""`raylign eval`: one policy, or two side by side, on the evaluation suites, without training.
+
+A policy is named by one string (`resolve_policy`):
+- `embedded`, a model folder or a hub id: that model as it is;
+- a LoRA adapter folder (it holds adapter_config.json): the adapter on `model.path`;
+- a run folder: its policy after its last trained cycle, or after cycle N with `RUN@N`
+  (`RUN@0` is the model it started from), on the run's own base model.
+The evaluation is a run folder of its own (config.yaml, state.json, buffer/, metrics.json with
+one record per policy, eval.png), made by the driver's own stages: the prompts and suites are
+loaded once, then each policy's engines are placed (no learners) and every suite is generated
+and judged as a run's evaluate stage does, with the same seeds. So a run's policy, evaluated
+with the run's prompts, samples per prompt, batch size and seed, gets the figures the run
+recorded for it. Without a CONFIG, a run folder given as the first policy lends its own
+config.yaml (suites, judges, sampling, seed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from raylign.config import Config, ConfigError
+from raylign.data.schemas import BASE, PolicyVersion
+from raylign.driver import Driver, placed_roles, ray_session, resolve_model
+from raylign.evaluation import report
+from raylign.evaluation.suites import Suite, primary
+from raylign.model_check import check_model
+from raylign.run_state import STATE_FILE, RunState
+
+
+class PolicySpec(NamedTuple):
+    label: str
+    """What the user wrote: it names the policy in the table and in metrics.json."""
+    model_path: str
+    """The model the engines load: `embedded`, a folder or a hub id."""
+    policy: PolicyVersion
+    """BASE, or a LoRA adapter read from its folder."""
+    lora_rank: int | None
+
+
+def _adapter_rank(folder: Path) -> int:
+    return int(json.loads((folder / "adapter_config.json").read_text())["r"])
+
+
+def resolve_policy(spec: str, base_model: str) -> PolicySpec:
+    """What `spec` names (see the module docstring); `base_model` carries adapters."""
+    run_part, _, cycle_part = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    folder = Path(run_part).expanduser()
+    if (folder / STATE_FILE).is_file():
+        return _run_policy(spec, folder, cycle_part)
+    if cycle_part:
+        raise ConfigError(f"policy {spec!r}: {run_part} is not a run folder (no {STATE_FILE}), so it has no cycles")
+    if (folder / "adapter_config.json").is_file():
+        return PolicySpec(spec, base_model, PolicyVersion(1, "lora", str(folder.resolve())), _adapter_rank(folder))
+    return PolicySpec(spec, spec, BASE, None)
+
+
+def _run_policy(spec: str, run: Path, cycle_part: str) -> PolicySpec:
+    from raylign.config import load_config
+
+    state = RunState.load(run)
+    run_cfg = load_config(run / "config.yaml")
+    trained = [c for c, stage in state.finished if stage == "train"]
+    if cycle_part and not cycle_part.isdigit():
+        raise ConfigError(f"policy {spec!r}: the cycle after @ must be a number")
+    cycle = int(cycle_part) if cycle_part else max(trained, default=0)
+    if cycle and cycle not in trained:
+        raise ConfigError(f"policy {spec!r}: {run} has no trained cycle {cycle} (trained: {sorted(trained) or 'none'})")
+    if cycle == 0:
+        return PolicySpec(spec, run_cfg.model.path, BASE, None)
+    if run_cfg.learner.finetune == "full":
+        return PolicySpec(spec, str((run / "policies" / f"cycle_{cycle:03d}").resolve()), BASE, None)
+    adapter = (run / "adapters" / f"cycle_{cycle:03d}").resolve()
+    return PolicySpec(spec, run_cfg.model.path, PolicyVersion(cycle, "lora", str(adapter)), _adapter_rank(adapter))
+
+
+class Evaluator(Driver):
+    """The driver's load and evaluate stages, once per policy: record i is policy i."""
+
+    def __init__(self, cfg: Config, run_dir: Path, policies: list[PolicySpec], log: Callable[[str], None] = print):
+        super().__init__(cfg, run_dir, log)
+        self.policies = policies
+        self._current: PolicySpec = policies[0]
+
+    def run(self) -> list[dict]:
+        for spec in self.policies:  # before anything is written or placed
+            if spec.model_path != "embedded":
+                check_model(spec.model_path, f"policy {spec.label!r}")
+        self.state = self._new_state()
+        with self._no_folder_left_if_nothing_finished(), ray_session(self.cfg):
+            for i, spec in enumerate(self.policies):
+                self._current = spec
+                cfg = self.cfg.model_copy(update={"model": self.cfg.model.model_copy(update={"path": spec.model_path})})
+                model_path = resolve_model(cfg, self.log)
+                with placed_roles(cfg, model_path, self.run_dir, train=False, rank=spec.lora_rank) as roles:
+                    self.roles = roles
+                    if i == 0:
+                        self._stage(0, "load", self._load)
+                    self._stage(i, "evaluate", self._evaluate)
+        names = self._suite_names()
+        table = (report.format_comparison(self.state.records, names) if len(self.state.records) == 2
+                 else report.format_table(self.state.records, names, by="policy"))
+        self.log("\n" + table)
+        report.plot_comparison(self.run_dir, self.state.records, names)
+        self.log(f"\neval folder: {self.run_dir}  (metrics.json, eval.png, config.yaml, buffer/)")
+        return self.state.records
+
+    def _policy(self) -> PolicyVersion:
+        return self._current.policy
+
+    def _due(self, suite: Suite, cycle: int) -> bool:
+        return True
+
+    def _record(self, cycle: int) -> dict:
+        return {"policy": self._current.label, **super()._record(cycle)}
+
+    def _report(self, records: list[dict]) -> None:
+        report.write_metrics(self.run_dir, records)
+        self.log(f"{records[-1]['policy']}: " + report.cycle_line(records[-1], primary(self.cfg)).split(": ", 1)[1])
+
+
+def evaluate(cfg: Config, policies: list[str], out: Path, log: Callable[[str], None] = print) -> list[dict]:
+    """Evaluate each policy (a spec string) on cfg's suites; the records, one per policy."""
+    specs = [resolve_policy(p, cfg.model.path) for p in policies]
+    return Evaluator(cfg, out, specs, log).run()
+
