@@ -3,7 +3,7 @@
     python bench/rules_agreement.py [--data FILE] [--json]
 
 Reads labelled answers (default bench/data/labelled_answers.jsonl: `id`, `prompt`, `answer`,
-`label` Accept|Caution|Refuse, `style`, `domain` medical|non_medical, `split` tune|heldout) or an
+`label` Accept|Caution|Refuse, `style`, `domain` medical|non_medical, `split` tune|heldout|review) or an
 XSTest-v2-response-style file (`completion`, `final_label` 1_full_compliance | 2_full_refusal |
 3_partial_refusal; .jsonl, .json or .csv). Labels every answer with the rules judge as it was
 before the rework (its patterns and its order of checks, copied below) and with today's
