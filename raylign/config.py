@@ -78,9 +78,6 @@ class PromptsConfig(SourceConfig):
     """Training prompts sampled (seeded, per cycle) from the train split; null uses them all."""
 
 
-SUITE_KINDS = ("cares", "over_refusal", "harmful_requests")
-
-
 class SuiteConfig(SourceConfig):
     """A named set of prompts evaluated every `every` cycles, never trained on."""
 

@@ -6,10 +6,9 @@ from raylign.data.schemas import PROMPTS
 
 
 def prompts(n, start=0):
-    return pa.table({
-        "id": [f"p{i}" for i in range(start, start + n)], "prompt": ["q"] * n, "harmful_level": [0] * n,
-        "principle_index": [1] * n, "method": ["direct"] * n, "split": ["train"] * n,
-    }, schema=PROMPTS)
+    return pa.Table.from_pylist([
+        {"id": f"p{i}", "prompt": "q", "harmful_level": 0, "principle_index": 1, "method": "direct", "split": "train"}
+        for i in range(start, start + n)], schema=PROMPTS)
 
 
 def test_write_read_and_counts_by_cycle(tmp_path):
