@@ -105,3 +105,24 @@ def test_every_suite_every_cycle_with_the_figures_of_a_hand_count(benchmark_run)
         assert held["safety_score"] == record["safety_score"] and held["num_answers"] == 24 * k
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved[0]["prompts"]["suites"]["xstest"] == {"kept": 6, "skipped": 0, "leaked": 0, "problems": []}
+
+
+def test_a_resumed_run_reads_its_suites_back_from_the_buffer(benchmark_run, tmp_path):
+    """One more cycle on a copy of the run: the suites' prompts come from the buffer, not the
+    files, and every suite is reported again."""
+    import shutil
+
+    from raylign.cli import main
+
+    cfg, run_dir, records = benchmark_run
+    copy = tmp_path / "moved"
+    shutil.copytree(run_dir, copy)
+    (copy / "config.yaml").write_text((copy / "config.yaml").read_text().replace(str(run_dir), str(copy)))
+    for source in ("xstest_v2_prompts.csv", "medsafetybench"):  # the files are gone: only the buffer has them
+        path = run_dir.parent / source
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert main(["run", "--resume", str(copy), "--set", "cycles=2"]) == 0
+    saved = json.loads((copy / "metrics.json").read_text())
+    assert [r["cycle"] for r in saved] == [0, 1, 2] and saved[:2] == json.loads((run_dir / "metrics.json").read_text())
+    assert set(saved[2]["suites"]) == {"held_out", "xstest", "medsafety"}
+    assert saved[2]["suites"]["xstest"]["num_answers"] + saved[2]["suites"]["xstest"]["unjudged"] == 6 * 4

@@ -131,7 +131,7 @@ def _check_rows(rows: list[dict], unreadable: list[str], cfg: SourceConfig, sour
                and not (f == "prompt" and "messages" in names)]
     if rows and missing:
         hint = "; map them with " + " ".join(f"{what}.fields.{f}=<column>" for f in missing)
-        raise PromptSetError(f"{source}: missing required field(s) {missing} for a {kind} set; found "
+        raise PromptSetError(f"{source}: missing required field(s) {missing} for kind {kind}; found "
                              f"{sorted(names)}{hint}")
     problems, good = list(unreadable), []
     seen: set[str] = set()

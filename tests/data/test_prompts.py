@@ -48,7 +48,7 @@ def test_every_problem_is_reported_by_row(tmp_path):
 
 def test_missing_field_missing_file_and_format(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "q"}])
-    with pytest.raises(PromptSetError, match=r"missing required field\(s\) \['harmful_level'\] for a cares set.*"
+    with pytest.raises(PromptSetError, match=r"missing required field\(s\) \['harmful_level'\] for kind cares.*"
                                              r"map them with prompts.fields.harmful_level=<column>"):
         load_prompts(PromptsConfig(path=path))
     with pytest.raises(PromptSetError, match="does not exist"):

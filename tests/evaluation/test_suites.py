@@ -90,3 +90,8 @@ def test_suite_config_errors_are_one_line():
         load_config(overrides=["evaluation.suites=[{name: x, kind: over_refusal}]"])
     with pytest.raises(ConfigError, match="must be unique"):
         load_config(overrides=["evaluation.suites=[{name: x}, {name: x, path: y.csv}]"])
+
+
+def test_a_suite_is_due_at_cycle_0_every_every_cycles_and_at_the_last():
+    s = Suite(SuiteConfig(name="x", path="x.csv", every=3), pa.Table.from_pylist([], schema=PROMPTS), 0, [], 0)
+    assert [c for c in range(8) if s.due(c, last=7)] == [0, 3, 6, 7]
