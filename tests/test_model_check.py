@@ -54,3 +54,28 @@ def test_the_embedded_model_passes_and_a_classifier_is_not_a_policy(model_path, 
     check_model(str(tmp_path / "rm"), "judges[0].reward_model.models.safety", "classifier")
     with pytest.raises(ModelError, match=r"model.path: .* is not a causal language model"):
         check_model(str(tmp_path / "rm"), "model.path")
+
+
+def test_a_role_that_cannot_start_leaves_no_run_folder(tmp_path, monkeypatch, model_path):
+    """Past the checks, a role may still fail to start (a GPU too small, a judge that raises in
+    its constructor): the run stops with that error and the same --out can start again."""
+    import contextlib
+
+    from raylign import driver
+    from raylign.config import load_config
+
+    def cannot_start(*args, **kwargs):
+        raise RuntimeError("engine failed to start")
+
+    monkeypatch.setattr(driver, "ray_session", lambda cfg: contextlib.nullcontext())
+    monkeypatch.setattr(driver, "placed_roles", cannot_start)
+    cfg = load_config(overrides=[f"model.path={model_path}"])
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="engine failed to start"):
+            driver.Driver(cfg, tmp_path / "r", log=lambda _: None).run()
+        assert not (tmp_path / "r").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(RuntimeError):
+        driver.Driver(cfg, tmp_path / "mine", log=lambda _: None).run()
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]  # a folder it did not make stays
