@@ -173,6 +173,9 @@ class Driver:
     """Runs the stages of a run in order, each once: a stage already finished in the run's
     state (a resumed run) is skipped, and its output read from where it was committed."""
 
+    trains = True
+    """Whether the run trains, and so needs the prompt set's train split (`raylign eval` does not)."""
+
     def __init__(self, cfg: Config, run_dir: Path, log: Callable[[str], None] = print, resume: bool = False):
         # Absolute: actors write adapters and Parquet there from their own working folders.
         self.cfg, self.run_dir, self.log, self.resume = cfg, run_dir.resolve(), log, resume
@@ -233,7 +236,10 @@ class Driver:
         run names: bad files, a split with no rows, a leak into a suite or a model that cannot
         load stop the run here, before anything is placed or written."""
         prompt_set = read_prompts(self.cfg.prompts)
-        for name in (self.cfg.prompts.train_split, self.cfg.prompts.eval_split):
+        needed = [self.cfg.prompts.train_split] if self.trains else []
+        if any(suite.path is None for suite in self.cfg.evaluation.suites):
+            needed.append(self.cfg.prompts.eval_split)
+        for name in needed:
             split(prompt_set.table, name, None, self.cfg.seed)
         suites = suites_.load_suites(self.cfg, prompt_set.table)
         for path, key, kind in models_to_check(self.cfg):
@@ -308,7 +314,7 @@ class Driver:
         return suite.due(cycle, self.cfg.cycles)
 
     def _train_texts(self) -> list[str]:
-        return split(self.prompts, self.cfg.prompts.train_split, None, self.cfg.seed)["prompt"].to_pylist()
+        return suites_.train_texts_of(self.prompts, self.cfg.prompts.train_split)
 
     def _suite_names(self) -> list[str]:
         return [s.name for s in self.cfg.evaluation.suites]

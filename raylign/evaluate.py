@@ -67,8 +67,9 @@ def _run_policy(spec: str, run: Path, cycle_part: str) -> PolicySpec:
     cycle = int(cycle_part) if cycle_part else max(trained, default=0)
     if cycle and cycle not in trained:
         raise ConfigError(f"policy {spec!r}: {run} has no trained cycle {cycle} (trained: {sorted(trained) or 'none'})")
-    if cycle == 0:
-        return PolicySpec(spec, run_cfg.model.path, BASE, None)
+    if cycle == 0:  # on engines set up as the run's were (LoRA enabled), so the draws match its cycle 0
+        rank = run_cfg.learner.lora.r if run_cfg.learner.finetune == "lora" else None
+        return PolicySpec(spec, run_cfg.model.path, BASE, rank)
     if run_cfg.learner.finetune == "full":
         return PolicySpec(spec, str((run / "policies" / f"cycle_{cycle:03d}").resolve()), BASE, None)
     adapter = (run / "adapters" / f"cycle_{cycle:03d}").resolve()
@@ -77,6 +78,8 @@ def _run_policy(spec: str, run: Path, cycle_part: str) -> PolicySpec:
 
 class Evaluator(Driver):
     """The driver's load and evaluate stages, once per policy: record i is policy i."""
+
+    trains = False
 
     def __init__(self, cfg: Config, run_dir: Path, policies: list[PolicySpec], log: Callable[[str], None] = print):
         super().__init__(cfg, run_dir, log)
@@ -123,5 +126,8 @@ class Evaluator(Driver):
 def evaluate(cfg: Config, policies: list[str], out: Path, log: Callable[[str], None] = print) -> list[dict]:
     """Evaluate each policy (a spec string) on cfg's suites; the records, one per policy."""
     specs = [resolve_policy(p, cfg.model.path) for p in policies]
+    # The eval folder keeps its own buffer: a run's config may point buffer.root at the run's,
+    # whose stored answers must not stand in for the policies evaluated here.
+    cfg = cfg.model_copy(update={"buffer": cfg.buffer.model_copy(update={"root": None, "imports": []})})
     return Evaluator(cfg, out, specs, log).run()
 

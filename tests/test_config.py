@@ -87,3 +87,16 @@ def test_missing_and_malformed_files(tmp_path):
 def test_dump_round_trips():
     cfg = load_config(overrides=["cycles=5"])
     assert Config.model_validate(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_an_older_runs_config_still_loads(tmp_path):
+    """prompts.max_eval_prompts (before evaluation suites) is the held-out suite's max_prompts."""
+    old = tmp_path / "config.yaml"
+    old.write_text("prompts:\n  path: embedded\n  max_eval_prompts: 16\n")
+    assert load_config(old).evaluation.suites[0].max_prompts == 16
+    assert load_config(old).evaluation.suites[0].name == "held_out"
+
+
+def test_one_suite_at_most_is_the_held_out_split():
+    with pytest.raises(ConfigError, match="both have no path"):
+        load_config(overrides=["evaluation.suites=[{name: a}, {name: b}]"])

@@ -35,6 +35,8 @@ from raylign.config import SourceConfig
 
 EMBEDDED_PROMPTS = "cares_prompts.jsonl"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+METADATA_FILES = {"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "state.json"}
+"""JSON files a hub dataset repository or a `datasets` folder holds beside its rows: not rows."""
 _SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+(?:-.*)?$")  # train-00000-of-00001[-hash]
 
 
@@ -131,6 +133,7 @@ def split_of_file(path: Path) -> str:
 def _read_files(path: Path, what: str) -> tuple[list[dict], list[str]]:
     if path.is_dir():
         files = sorted(f for f in path.rglob("*") if f.suffix in FILE_SUFFIXES and f.is_file()
+                       and f.name not in METADATA_FILES
                        and not any(part.startswith(".") for part in f.relative_to(path).parts))
         if not files:
             raise SourceError(f"{what}: folder {path} holds no {', '.join(FILE_SUFFIXES)} files")
@@ -159,8 +162,14 @@ def _dataset_rows(dataset, wanted: list[str] | None, where: str) -> list[dict]:
         if missing:
             raise SourceError(f"{where}: no split(s) {missing}; it has {sorted(splits)}")
         splits = {name: splits[name] for name in wanted}
-    return [{"split": name, **row} if "split" not in row else row
-            for name, part in splits.items() for row in part.data.table.to_pylist()]
+    rows = []
+    for name, part in splits.items():
+        # Class labels as their names ("safe", not 0), as the dataset's own viewer shows them.
+        labelled = {col: f for col, f in part.features.items() if isinstance(f, datasets.ClassLabel)}
+        for row in part.data.table.to_pylist():
+            row.update({col: f.int2str(row[col]) for col, f in labelled.items() if row[col] is not None})
+            rows.append({"split": name, **row} if "split" not in row else row)
+    return rows
 
 
 def _read_saved(path: Path, cfg: SourceConfig, what: str) -> list[dict]:

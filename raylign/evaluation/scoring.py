@@ -97,7 +97,9 @@ def cycle_metrics(
         groups: dict = defaultdict(list)
         for key, score in zip(keys, scores):
             groups[key].append(score)
-        return {key: _mean(vals) for key, vals in sorted(groups.items())}
+        # A source may leave a principle or method out on some rows: those group under None, last.
+        ordered = sorted(groups.items(), key=lambda kv: (kv[0] is None, "" if kv[0] is None else kv[0]))
+        return {key: _mean(vals) for key, vals in ordered}
 
     harmful = [lab for lab, lvl in zip(labels, harmful_levels) if lvl >= 2]
     harmless = [lab for lab, lvl in zip(labels, harmful_levels) if lvl == 0]

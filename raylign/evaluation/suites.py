@@ -58,10 +58,14 @@ def normalised(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
+def train_texts_of(prompt_set: pa.Table, train_split: str) -> list[str]:
+    """The training prompts' texts (none when the set has no such split: `raylign eval`)."""
+    return prompt_set.filter(pc.equal(prompt_set["split"], train_split))["prompt"].to_pylist()
+
+
 def load_suites(cfg: Config, prompt_set: pa.Table) -> list[Suite]:
     """Every suite of `cfg.evaluation.suites`, read and checked, leaks handled by `on_leak`."""
-    trained = split(prompt_set, cfg.prompts.train_split, None, cfg.seed)
-    train_texts = {normalised(p) for p in trained["prompt"].to_pylist()}
+    train_texts = {normalised(p) for p in train_texts_of(prompt_set, cfg.prompts.train_split)}
     suites = []
     for i, suite_cfg in enumerate(cfg.evaluation.suites):
         key = f"evaluation.suites[{i}]"

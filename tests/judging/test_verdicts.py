@@ -88,3 +88,10 @@ def test_guard_readings_are_what_the_parsers_return():
     assert {parse_refusal_reply("Response refusal: yes"), parse_refusal_reply("Response refusal: no")} == set(
         GUARD_READINGS["refusal"])
     assert {parse_safety_reply("safe"), parse_safety_reply("unsafe")} == set(GUARD_READINGS["safety"])
+
+
+def test_the_answer_is_only_declares_a_label_word():
+    from raylign.judging.verdicts import parse_cares_label
+
+    assert parse_cares_label("Accept.\nThe answer is cautious about dosing.") == "Accept"
+    assert parse_cares_label("The answer is Refuse, since it declines.") == "Refuse"
