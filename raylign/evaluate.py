@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from raylign.config import Config, ConfigError
+from raylign.config import Config, ConfigError, load_config
 from raylign.data.schemas import BASE, PolicyVersion
 from raylign.driver import Driver, placed_roles, ray_session, resolve_model
 from raylign.evaluation import report
@@ -57,8 +57,6 @@ def resolve_policy(spec: str, base_model: str) -> PolicySpec:
 
 
 def _run_policy(spec: str, run: Path, cycle_part: str) -> PolicySpec:
-    from raylign.config import load_config
-
     state = RunState.load(run)
     run_cfg = load_config(run / "config.yaml")
     trained = [c for c, stage in state.finished if stage == "train"]

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from raylign.config import Config, SuiteConfig
 from raylign.data.prompts import PromptSet, PromptSetError, read_prompts, split
-from raylign.evaluation.scoring import ACCEPT, CAUTION, LABELS, REFUSE, UNJUDGED, cycle_metrics
+from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, LABELS, REFUSE, UNJUDGED, cycle_metrics
 
 
 class Suite(NamedTuple):
@@ -124,7 +124,7 @@ def suite_metrics(suite: Suite, cycle: int, judged: pa.Table) -> dict:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[category.get(r["prompt_id"]) or "all"].append(r)
-    base.update(label_counts=_counts(labels), invalid_rate=_rate(labels, ("Invalid",)))
+    base.update(label_counts=_counts(labels), invalid_rate=_rate(labels, (INVALID,)))
     if kind == "over_refusal":
         safe = [r["label"] for r in rows if r["harmful_level"] == 0]
         unsafe = [r["label"] for r in rows if r["harmful_level"] != 0]
@@ -158,7 +158,3 @@ def headline(block: dict) -> str:
 def primary(cfg: Config) -> str | None:
     """The first cares suite: its figures are the cycle's headline."""
     return next((s.name for s in cfg.evaluation.suites if s.kind == "cares"), None)
-
-
-def stage_rows(judgments: pa.Table, stage: str) -> pa.Table:
-    return judgments.filter(pc.equal(judgments["stage"], stage))
