@@ -242,9 +242,13 @@ class Driver:
         for name in needed:
             split(prompt_set.table, name, None, self.cfg.seed)
         suites = suites_.load_suites(self.cfg, prompt_set.table)
-        for path, key, kind in models_to_check(self.cfg):
+        for path, key, kind in self._models():
             check_model(path, key, kind)
         self._inputs = prompt_set, suites, [import_file(Path(p)) for p in self.cfg.buffer.imports]
+
+    def _models(self) -> list[tuple[str, str, str]]:
+        """(path, config key, kind) of every model the run loads (raylign.model_check)."""
+        return models_to_check(self.cfg)
 
     @contextlib.contextmanager
     def _no_folder_left_if_nothing_finished(self):
@@ -302,9 +306,8 @@ class Driver:
         for suite in self.cfg.evaluation.suites:
             if suite.path is None:  # the held-out split, less what load found leaked into it
                 table = split(self.prompts, self.cfg.prompts.eval_split, None, self.cfg.seed)
-                trained = {suites_.normalised(p) for p in self._train_texts()}
-                table = table.filter(pa.array([suites_.normalised(p) not in trained
-                                               for p in table["prompt"].to_pylist()]))
+                leaked = suites_.leaks(table, suites_.trained_texts(self.prompts, self.cfg.prompts.train_split))
+                table = table.filter(pa.array([not leak for leak in leaked]))
             else:
                 table = ray.get(self.roles.buffer.read.remote("prompts", 0, f"suite.{suite.name}"), timeout=self.timeout)
             out.append(Suite(suite, table, 0, [], 0))
@@ -312,9 +315,6 @@ class Driver:
 
     def _due(self, suite: Suite, cycle: int) -> bool:
         return suite.due(cycle, self.cfg.cycles)
-
-    def _train_texts(self) -> list[str]:
-        return suites_.train_texts_of(self.prompts, self.cfg.prompts.train_split)
 
     def _suite_names(self) -> list[str]:
         return [s.name for s in self.cfg.evaluation.suites]

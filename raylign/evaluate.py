@@ -25,7 +25,6 @@ from raylign.data.schemas import BASE, PolicyVersion
 from raylign.driver import Driver, placed_roles, ray_session, resolve_model
 from raylign.evaluation import report
 from raylign.evaluation.suites import Suite, primary
-from raylign.model_check import check_model
 from raylign.run_state import STATE_FILE, RunState
 
 
@@ -85,9 +84,6 @@ class Evaluator(Driver):
         self._current: PolicySpec = policies[0]
 
     def run(self) -> list[dict]:
-        for spec in self.policies:  # before anything is written or placed
-            if spec.model_path != "embedded":
-                check_model(spec.model_path, f"policy {spec.label!r}")
         self.state = self._new_state()
         with self._no_folder_left_if_nothing_finished(), ray_session(self.cfg):
             for i, spec in enumerate(self.policies):
@@ -106,6 +102,12 @@ class Evaluator(Driver):
         report.plot_comparison(self.run_dir, self.state.records, names)
         self.log(f"\neval folder: {self.run_dir}  (metrics.json, eval.png, config.yaml, buffer/)")
         return self.state.records
+
+    def _models(self) -> list[tuple[str, str, str]]:
+        """The policies' models, in place of model.path (which carries adapters only), and the judges'."""
+        policies = [(spec.model_path, f"policy {spec.label!r}", "causal_lm") for spec in self.policies
+                    if spec.model_path != "embedded"]
+        return policies + [m for m in super()._models() if m[1] != "model.path"]
 
     def _policy(self) -> PolicyVersion:
         return self._current.policy

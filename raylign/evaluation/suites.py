@@ -58,14 +58,19 @@ def normalised(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
-def train_texts_of(prompt_set: pa.Table, train_split: str) -> list[str]:
-    """The training prompts' texts (none when the set has no such split: `raylign eval`)."""
-    return prompt_set.filter(pc.equal(prompt_set["split"], train_split))["prompt"].to_pylist()
+def trained_texts(prompt_set: pa.Table, train_split: str) -> set[str]:
+    """The training prompts' texts, normalised (none when the set has no such split: `raylign eval`)."""
+    return {normalised(p) for p in prompt_set.filter(pc.equal(prompt_set["split"], train_split))["prompt"].to_pylist()}
+
+
+def leaks(table: pa.Table, trained: set[str]) -> list[bool]:
+    """Per prompt of `table`, whether its text is also a training prompt's."""
+    return [normalised(p) in trained for p in table["prompt"].to_pylist()]
 
 
 def load_suites(cfg: Config, prompt_set: pa.Table) -> list[Suite]:
     """Every suite of `cfg.evaluation.suites`, read and checked, leaks handled by `on_leak`."""
-    train_texts = {normalised(p) for p in train_texts_of(prompt_set, cfg.prompts.train_split)}
+    trained = trained_texts(prompt_set, cfg.prompts.train_split)
     suites = []
     for i, suite_cfg in enumerate(cfg.evaluation.suites):
         key = f"evaluation.suites[{i}]"
@@ -74,17 +79,17 @@ def load_suites(cfg: Config, prompt_set: pa.Table) -> list[Suite]:
         else:
             loaded = read_prompts(suite_cfg, suite_cfg.kind, key)
         table = loaded.table
-        leaks = [normalised(p) in train_texts for p in table["prompt"].to_pylist()]
-        if any(leaks):
-            first = table["prompt"][leaks.index(True)].as_py()
+        leaked = leaks(table, trained)
+        if any(leaked):
+            first = table["prompt"][leaked.index(True)].as_py()
             if cfg.evaluation.on_leak == "error":
                 raise PromptSetError(
-                    f"{key} ({suite_cfg.name}): {sum(leaks)} prompt(s) also in the training prompts, e.g. "
+                    f"{key} ({suite_cfg.name}): {sum(leaked)} prompt(s) also in the training prompts, e.g. "
                     f"{first[:80]!r}; a suite must be unseen (or set evaluation.on_leak=drop)")
-            table = table.filter(pa.array([not leak for leak in leaks]))
+            table = table.filter(pa.array([not leak for leak in leaked]))
             if table.num_rows == 0:
                 raise PromptSetError(f"{key} ({suite_cfg.name}): every prompt is also a training prompt")
-        suites.append(Suite(suite_cfg, table, loaded.skipped, loaded.problems, sum(leaks)))
+        suites.append(Suite(suite_cfg, table, loaded.skipped, loaded.problems, sum(leaked)))
     return suites
 
 
