@@ -18,17 +18,20 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raylign.actors.metrics import RunMetrics
 from raylign.data.schemas import TABLES
 
 
 class PreferenceBuffer:
     """Plain class; the driver runs it as a named Ray actor."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, run: str = ""):
+        """`run`: the run's name, the tag of the rows and bytes it counts (actors/metrics.py)."""
         if "://" not in root:
             root = str(Path(root).expanduser().resolve())
         self.fs, self.root = pafs.FileSystem.from_uri(root)
         self.fs.create_dir(self.root, recursive=True)
+        self.metrics = RunMetrics(run)
 
     @staticmethod
     def _schema(table: str) -> pa.Schema:
@@ -46,8 +49,11 @@ class PreferenceBuffer:
         folder = self._dir(table, cycle)
         self.fs.create_dir(folder, recursive=True)
         tmp = f"{folder}/.{part}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(data, tmp, filesystem=self.fs)
+        with self.fs.open_output_stream(tmp, compression=None) as out:
+            pq.write_table(data, out)
+            nbytes = out.tell()
         self.fs.move(tmp, f"{folder}/{part}.parquet")
+        self.metrics.written(table, data.num_rows, nbytes)
         return data.num_rows
 
     def _files(self, table: str, cycle: int | None) -> list[str]:

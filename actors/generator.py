@@ -24,6 +24,7 @@ from raylign.actors.placement import place
 from raylign.config import GeneratorConfig, SamplingConfig, VLLMConfig
 from raylign.data.schemas import ROLLOUTS, PolicyVersion
 from raylign.training.weights import unpack_folder
+from raylign.storage import fetch
 
 PROMPT_TOO_LONG = "prompt_too_long"
 """finish_reason of a prompt that leaves no room to answer in the model's context: it is not
@@ -77,7 +78,7 @@ class AdapterCache:
     """LoRA adapter folders on this engine's node, newest last; at most `keep` of them.
 
     An adapter that came through the object store is written to a private folder here; one
-    given by `path` only is read where it lies (a shared filesystem)."""
+    given by `path` only is read from the run's storage (a copy in this node's scratch)."""
 
     def __init__(self, keep: int):
         self.keep = keep
@@ -94,7 +95,7 @@ class AdapterCache:
             fresh = tempfile.mkdtemp(prefix=f"v{policy.version}-", dir=self.root)
             folder = str(unpack_folder(ray.get(policy.payload[0]), fresh))
         elif policy.path is not None:
-            folder = policy.path
+            folder = str(fetch(policy.path))  # a folder, or a copy from the run's storage
         else:
             raise ValueError(f"LoRA policy version {policy.version} has neither a payload nor a path")
         self.folders[policy.key] = folder

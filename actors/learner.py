@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Callable, NamedTuple
 
 import pyarrow as pa
@@ -34,8 +33,10 @@ from peft import get_peft_model, set_peft_model_state_dict
 from peft.utils import load_peft_weights
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from raylign.actors.metrics import RunMetrics
 from raylign.actors.placement import place
 from raylign.config import LearnerConfig
+from raylign.storage import RunStorage, fetch
 from raylign.training.losses import dpo_loss, kto_loss, modpo_loss, modpo_margin
 from raylign.training.pairs import KTOWeights
 from raylign.data.schemas import PolicyVersion, TrainResult
@@ -68,6 +69,7 @@ class Learner:
         self._unpublished: dict[str, torch.Tensor] | None = None  # rank 0, full fine-tuning
         self._lock = threading.Lock()
         self._steps_done, self._steps_total = 0, 0
+        self._metrics: RunMetrics | None = None  # rank 0's, during train()
 
     def address(self) -> tuple[str, int]:
         """Where rank 0 listens for the group: this node's address and a free port."""
@@ -151,25 +153,29 @@ class Learner:
 
     def policy_files(self, policy: PolicyVersion) -> dict[str, bytes]:
         """The policy's adapter folder as bytes, for the object store (raylign/training/weights.py)."""
-        return pack_folder(policy.path)
+        return pack_folder(fetch(policy.path))
 
     def train(
-        self, algorithm: str, data: pa.Table, cycle: int, run_dir: str, start: PolicyVersion, kto: KTOWeights
+        self, algorithm: str, data: pa.Table, cycle: int, storage: RunStorage, start: PolicyVersion, kto: KTOWeights
     ) -> TrainResult:
-        """One cycle of training from `start`; writes the new policy (and a checkpoint) under
-        `run_dir` and returns it."""
+        """One cycle of training from `start`; writes the new policy (and a checkpoint) to the
+        run's `storage` and returns it."""
         with self._lock:
             t0 = time.perf_counter()
-            self._load_policy(start, run_dir)
+            self._metrics = RunMetrics(storage.name) if self.rank == 0 else None
+            self._load_policy(start, storage)
             rows = data.to_pylist()
             if algorithm == "kto":
                 losses = self._train_kto(rows, cycle, kto)
             else:
                 losses = self._train_dpo(rows, cycle, modpo=algorithm == "modpo")
-            policy = self._save_policy(cycle, Path(run_dir))
+            policy = self._save_policy(cycle, storage)
             if self.cfg.save_checkpoints:
-                # Model and optimizer state, each rank its partition: a run resumes from here.
-                self.engine.save_checkpoint(str(Path(run_dir) / "checkpoints"), tag=f"cycle_{cycle:03d}")
+                # Model and optimizer state, each rank its partition (written in this rank's
+                # scratch and uploaded: ranks on other nodes never share a folder).
+                tag = f"cycle_{cycle:03d}"
+                with storage.writing(f"checkpoints/{tag}", scratch=f"rank{self.rank}", keep=False) as folder:
+                    self.engine.save_checkpoint(str(folder.parent), tag=tag)
             self.version = cycle
             return TrainResult(
                 policy=policy,
@@ -180,24 +186,26 @@ class Learner:
                 seconds=time.perf_counter() - t0,
             )
 
-    def _save_policy(self, cycle: int, run_dir: Path) -> PolicyVersion:
+    def _save_policy(self, cycle: int, storage: RunStorage) -> PolicyVersion:
         """LoRA: rank 0 writes a PEFT adapter folder from the gathered adapter weights. Full:
         rank 0 writes the gathered 16-bit weights as a transformers model folder."""
         if self.cfg.finetune == "lora":
-            folder = run_dir / "adapters" / f"cycle_{cycle:03d}"
+            rel = f"adapters/cycle_{cycle:03d}"
             weights = self.gathered_trainable()
             if self.rank == 0:
-                self.model.save_pretrained(folder, state_dict=weights)
+                with storage.writing(rel) as folder:
+                    self.model.save_pretrained(folder, state_dict=weights)
         else:
-            folder = run_dir / "policies" / f"cycle_{cycle:03d}"
+            rel = f"policies/cycle_{cycle:03d}"
             state = self._full_state_dict()
             if self.rank == 0:
-                # A copy: save_pretrained drops tied weights (lm_head) from the dict it is given.
-                self.model.save_pretrained(folder, state_dict=dict(state))
-                self.tokenizer.save_pretrained(folder)
+                with storage.writing(rel) as folder:
+                    # A copy: save_pretrained drops tied weights (lm_head) from the dict it is given.
+                    self.model.save_pretrained(folder, state_dict=dict(state))
+                    self.tokenizer.save_pretrained(folder)
                 self._unpublished = state  # kept for full_weight_buckets: no second gather
         torch.distributed.barrier()
-        return PolicyVersion(cycle, self.cfg.finetune, str(folder))
+        return PolicyVersion(cycle, self.cfg.finetune, storage.uri(rel))
 
     def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The whole model's 16-bit weights on rank 0 (None elsewhere), gathered layer by layer
@@ -213,30 +221,33 @@ class Learner:
         The state dict keeps a tied lm_head, which the engines need."""
         state, self._unpublished = self._unpublished, None
         if state is None or policy.version != self.version:
-            state = AutoModelForCausalLM.from_pretrained(policy.path, dtype=self.dtype).state_dict()
+            state = AutoModelForCausalLM.from_pretrained(fetch(policy.path), dtype=self.dtype).state_dict()
         yield from to_buckets(state.items(), bucket_bytes)
 
-    def _load_policy(self, start: PolicyVersion, run_dir: str) -> None:
+    def _load_policy(self, start: PolicyVersion, storage: RunStorage) -> None:
         """After an actor restart the model is the initial one: load the policy to train on,
         from its DeepSpeed checkpoint when there is one (optimizer state too), else from the
-        adapter folder."""
+        adapter folder; either downloaded from the run's storage into this node's scratch."""
         if start.version == self.version:
             return
         import deepspeed
 
-        checkpoints = Path(run_dir) / "checkpoints"
         tag = f"cycle_{start.version:03d}"
-        if (checkpoints / tag).is_dir():
-            self.engine.load_checkpoint(str(checkpoints), tag=tag)
+        if storage.exists(f"checkpoints/{tag}"):
+            folder = storage.local(f"checkpoints/{tag}")
+            loaded, _ = self.engine.load_checkpoint(str(folder.parent), tag=tag)
+            if loaded is None:  # DeepSpeed only warns about a checkpoint it cannot find
+                raise FileNotFoundError(f"DeepSpeed found no checkpoint in {folder}, the copy of "
+                                        f"{storage.uri(f'checkpoints/{tag}')}")
         elif start.kind == "lora" and start.path is not None:
-            state = load_peft_weights(start.path)
+            state = load_peft_weights(str(fetch(start.path)))
             params = [p for p in self.model.parameters() if p.requires_grad]
             with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
                 if self.rank == 0:
                     set_peft_model_state_dict(self.model, state)
         else:
-            raise ValueError(f"policy version {start.version} has neither a checkpoint under {checkpoints} "
-                             f"nor an adapter folder to resume from")
+            raise ValueError(f"policy version {start.version} has neither a checkpoint under "
+                             f"{storage.uri('checkpoints')} nor an adapter folder to resume from")
         self.version = start.version
 
     # -- data ---------------------------------------------------------------------------
@@ -309,6 +320,7 @@ class Learner:
         self.engine.train()
         losses = []
         for step, idx in enumerate(batches):
+            started = time.perf_counter()
             for group in self.optimizer.param_groups:  # linear decay over the cycle
                 group["lr"] = self.cfg.learning_rate * (1 - step / len(batches))
             loss = shard_loss(idx)
@@ -316,6 +328,8 @@ class Learner:
             self.engine.step()
             losses.append(self._global_sum(loss.item()) / self.world)
             self._steps_done += 1
+            if self._metrics is not None:
+                self._metrics.train_step(time.perf_counter() - started)
         return losses
 
     # -- DPO ------------------------------------------------------------------------------
@@ -389,6 +403,10 @@ class Learner:
         return self._fit(len(rows), cycle, shard_loss)
 
 
+def _node_of_this_process() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
 class LearnerGroup:
     """`cfg.world_size` ranks in one placement group (one bundle each) and one process group.
 
@@ -426,7 +444,7 @@ class LearnerGroup:
         """`method` on every rank at once (collectives need them all); their results."""
         return ray.get([getattr(r, method).remote(*args) for r in self.ranks], timeout=self.timeout_s)
 
-    def train(self, algorithm: str, data: pa.Table, cycle: int, run_dir: str, start: PolicyVersion,
+    def train(self, algorithm: str, data: pa.Table, cycle: int, storage: RunStorage, start: PolicyVersion,
               kto: KTOWeights, on_progress: Callable[[int, int], None] = lambda done, total: None) -> TrainResult:
         """One cycle's training from `start` on every rank; rank 0's result. `on_progress` hears
         (steps done, steps planned) about twice a second."""
@@ -435,7 +453,7 @@ class LearnerGroup:
         while True:
             try:
                 self.ready()
-                refs = [r.train.remote(algorithm, data, cycle, run_dir, start, kto) for r in self.ranks]
+                refs = [r.train.remote(algorithm, data, cycle, storage, start, kto) for r in self.ranks]
                 return self._wait(refs, on_progress)._replace(retries=retries)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
                 # The survivors of a dead rank often fail first (gloo: connection closed by
@@ -471,10 +489,28 @@ class LearnerGroup:
     def _replace_ranks(self) -> None:
         """Kill every rank (the survivors are stuck in a collective with the dead one) and start
         a fresh group in the same placement group; the next training loads its starting policy
-        from the checkpoint."""
+        from the checkpoint (from the run's storage, on whichever node the ranks land)."""
         for rank in self.ranks:
             ray.kill(rank, no_restart=True)
+        self._wait_for_bundles()
         self._start_ranks()
+
+    def _wait_for_bundles(self) -> None:
+        """Until a process runs on every bundle of the placement group. A lost node's bundles are
+        placed again only once Ray has declared the node dead, seconds after its processes died:
+        a rank started before that would be placed on the dead node and die with it."""
+        deadline = time.monotonic() + self.timeout_s
+        probe = ray.remote(num_cpus=0, max_retries=0)(_node_of_this_process)
+        for bundle in range(self.cfg.world_size):
+            strategy = PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=bundle)
+            while True:
+                try:
+                    ray.get(probe.options(scheduling_strategy=strategy).remote(), timeout=10)
+                    break
+                except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"learner placement bundle {bundle} was not placed again within "
+                                           f"{self.timeout_s:.0f}s of a rank's death") from None
 
     def publish(self, policy: PolicyVersion) -> PolicyVersion:
         """`policy` with its files in the object store, so engines on any node can load it.

@@ -22,3 +22,17 @@ def place(role: str, cfg: ActorResources, count: int, timeout_s: float) -> Place
             f"the cluster has {ray.cluster_resources()}"
         ) from None
     return group
+
+
+def nodes_of(actors: list[ray.actor.ActorHandle]) -> list[dict[str, str]]:
+    """Where each live actor runs: {node_id, address} per actor, in order; an actor that is
+    restarting (no node yet) is left out. Read from the GCS actor table, which needs no
+    dashboard (the public state API does)."""
+    from ray._private import state
+
+    out = []
+    for actor in actors:
+        entry = state.actors(actor_id=actor._actor_id.hex())
+        if entry and entry["State"] == "ALIVE":
+            out.append({"node_id": entry["Address"]["NodeID"], "address": entry["Address"]["IPAddress"]})
+    return out

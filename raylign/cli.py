@@ -1,7 +1,7 @@
 """The `raylign` command.
 
-    raylign run [CONFIG] [--set KEY=VALUE ...] [--out DIR]
-    raylign run --resume RUN [--set cycles=N] [--set ray.KEY=VALUE ...]
+    raylign run [CONFIG] [--set KEY=VALUE ...] [--out DIR] [--log-format text|json]
+    raylign run --resume RUN [CONFIG] [--set cycles=N] [--set KEY=VALUE ...]
     raylign eval [CONFIG] [--policy POLICY] [--against POLICY] [--set KEY=VALUE ...] [--out DIR]
     raylign buffer export RUN [--format parquet|jsonl|hf] [--out DIR]
     raylign buffer import FILE RUN
@@ -11,8 +11,11 @@ With no CONFIG, runs the embedded default (configs/local.yaml holds the same val
 project's own tiny model, the bundled CARES-schema prompt set and the rules judge, on a local
 Ray. On a cluster the same command runs as the job's entry point (see README). `--resume`
 continues a run that died (or finished) at its first unfinished stage, with the config it
-started with. `eval` evaluates a policy (a model, an adapter, or a run and one of its cycles)
-on the evaluation suites without training, or two side by side.
+started with; where it runs (resources, replicas, engines, addresses) may change, through
+--set or a CONFIG written for another cluster, and what it computes may not. RUN, like --out,
+is a folder or a storage URI (s3://bucket/runs/r1). `eval` evaluates a policy (a model, an
+adapter, or a run and one of its cycles) on the evaluation suites without training, or two
+side by side.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import os
 import sys
 from pathlib import Path
 
-from raylign.config import RESUMABLE_KEYS, Config, ConfigError, load_config
+from raylign.config import Config, ConfigError, load_config, parse_config
 from raylign.data.exchange import ExchangeError
 from raylign.data.prompts import PromptSetError
+from raylign.events import FORMATS, RunLog
 from raylign.model_check import ModelError
+from raylign.storage import RunStorage, StorageError, is_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value by its dotted key, e.g. --set cycles=2 (repeatable)")
-    run.add_argument("--out", help="run folder (default: runs/<date-time>)")
-    run.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN at its first unfinished stage")
+    run.add_argument("--out", help="run folder or storage URI, e.g. s3://bucket/runs/r1 (default: runs/<date-time>)")
+    run.add_argument("--resume", metavar="RUN", help="continue the run in RUN (a folder or storage URI) at its first "
+                                                     "unfinished stage; a CONFIG with it may place it differently")
+    run.add_argument("--log-format", choices=FORMATS, default="text",
+                     help="text: progress bars, a line per cycle and the table (default); json: one JSON object per "
+                          "event on stdout, for job logs (raylign/events.py)")
     ev = sub.add_parser("eval", help="evaluate a policy (or two side by side) on the suites, without training")
     ev.add_argument("config", nargs="?", help="YAML config: suites, judges, sampling (default: the embedded "
                                                "default, or the run's own config.yaml when --policy is a run)")
@@ -63,23 +72,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _buffer_of(run: Path):
-    """The buffer of a run folder: where its config.yaml puts it, else RUN/buffer."""
+def _buffer_of(run: str):
+    """The buffer of a run: where its config.yaml puts it, else RUN/buffer."""
     from raylign.actors.buffer import PreferenceBuffer
 
-    if not run.is_dir():
+    storage = RunStorage(run)
+    if storage.is_empty():
         raise ConfigError(f"run folder {run} does not exist")
-    root = load_config(run / "config.yaml").buffer.root if (run / "config.yaml").is_file() else None
-    return PreferenceBuffer(root or str(run / "buffer"))
+    root = _stored_config(storage).buffer.root if storage.exists("config.yaml") else None
+    return PreferenceBuffer(root or storage.uri("buffer"))
+
+
+def _stored_config(storage: RunStorage, overrides: list[str] = ()) -> Config:
+    return parse_config(storage.read_text("config.yaml"), storage.uri("config.yaml"), overrides)
 
 
 def _buffer_command(args) -> None:
     from raylign.data import exchange
 
-    run = Path(args.run)
-    buffer = _buffer_of(run)
+    buffer = _buffer_of(args.run)
     if args.action == "export":
-        out = Path(args.out or run / f"export-{args.format}")
+        if args.out is None and is_uri(args.run):
+            raise ConfigError(f"{args.run} is in object storage: give --out, a local folder to export to")
+        out = Path(args.out or Path(args.run) / f"export-{args.format}")
         for name, rows in exchange.export_buffer(buffer, out, args.format).items():
             print(f"{name}: {rows} rows")
         print(f"written to {out}")
@@ -91,36 +106,37 @@ def _buffer_command(args) -> None:
         print(json.dumps(exchange.buffer_stats(buffer), indent=2))
 
 
-def _resumed_config(args) -> tuple[Config, Path]:
-    """The config a run started with (RUN/config.yaml), with the overrides a resume may make."""
-    run = Path(args.resume)
-    if args.config or args.out:
-        raise ConfigError("--resume RUN continues RUN with its own config.yaml and folder: give no CONFIG or --out")
-    if not (run / "config.yaml").is_file():
-        raise ConfigError(f"{run} has no config.yaml: not a raylign run folder")
-    for assignment in args.overrides:
-        key = assignment.split("=", 1)[0].strip()
-        if key.split(".")[0] not in RESUMABLE_KEYS:
-            raise ConfigError(f"--resume: --set {key} would change what the run computes; only "
-                              f"{', '.join(RESUMABLE_KEYS)} may be set (start a new run to change the rest)")
-    return load_config(run / "config.yaml", [*args.overrides, f"out={run}"]), run
+def _resumed_config(args) -> tuple[Config, RunStorage]:
+    """The config a run started with (RUN/config.yaml), or a CONFIG that places the same run
+    on another cluster, with the overrides; the driver refuses any change to what it computes."""
+    storage = RunStorage(args.resume)
+    if args.out:
+        raise ConfigError("--resume RUN continues RUN where it is stored: give no --out")
+    if not storage.exists("config.yaml"):
+        raise ConfigError(f"{args.resume} has no config.yaml: not a raylign run folder")
+    overrides = [*args.overrides, f"out={storage.location}"]
+    if args.config:
+        return load_config(args.config, overrides), storage
+    return _stored_config(storage, overrides), storage
 
 
 def _eval_command(args) -> None:
     policy = args.policy
-    config = args.config
-    run = Path(policy.rpartition("@")[0] if policy and "@" in policy else policy or "")
-    if config is None and policy and (run / "config.yaml").is_file() and (run / "state.json").is_file():
-        config = run / "config.yaml"  # the run's own suites, judges, sampling and seed
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S")
-    cfg = load_config(config, [*args.overrides, f"out={args.out or Path('runs') / f'eval-{stamp}'}"])
+    overrides = [*args.overrides, f"out={args.out or Path('runs') / f'eval-{stamp}'}"]
+    run = RunStorage(policy.rpartition("@")[0] if "@" in policy else policy) if policy else None
+    if args.config is None and run is not None and run.exists("config.yaml") and run.exists("state.json"):
+        cfg = _stored_config(run, overrides)  # the run's own suites, judges, sampling and seed
+    else:
+        cfg = load_config(args.config, overrides)
     from raylign.evaluate import evaluate  # Ray and torch load only once the config is good
 
-    evaluate(cfg, [policy or cfg.model.path] + ([args.against] if args.against else []), Path(cfg.out))
+    evaluate(cfg, [policy or cfg.model.path] + ([args.against] if args.against else []), cfg.out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    log = RunLog(args.log_format) if args.command == "run" else None
     try:
         if args.command == "buffer":
             _buffer_command(args)
@@ -133,13 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             cfg, run_dir = _resumed_config(args)
         else:
             cfg = load_config(args.config, list(args.overrides) + ([f"out={args.out}"] if args.out else []))
-            run_dir = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
+            run_dir = cfg.out or str(Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
         from raylign.driver import Driver  # Ray and torch load only once the config is good
 
-        Driver(cfg, run_dir, resume=bool(args.resume)).run()
-    except (ConfigError, PromptSetError, ExchangeError, ModelError) as e:
+        with log.owning_stdout():  # --log-format json: only the events on stdout
+            Driver(cfg, run_dir, log=log, resume=bool(args.resume)).run()
+    except (ConfigError, PromptSetError, ExchangeError, ModelError, StorageError) as e:
         print(f"raylign: error: {e}", file=sys.stderr)
+        if log is not None:
+            log.run_end(None, e)
         return 2
+    except BaseException as e:
+        if log is not None:
+            log.run_end(None, e)
+        raise
     return 0
 
 

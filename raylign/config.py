@@ -21,6 +21,12 @@ class ConfigError(ValueError):
     """A config that cannot run, with a one-line message naming the key."""
 
 
+WHERE = {"where": True}
+"""Marks a field that says where a run runs (resources, replicas, engines, addresses, storage,
+timeouts, credentials' names), not what it computes: `raylign run --resume` accepts any change
+to these, so a run continues on a cluster of another shape (result_digest leaves them out)."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -130,33 +136,33 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class ActorResources(_Section):
-    num_cpus: float = Field(0.5, ge=0)
-    num_gpus: float = Field(0, ge=0)
-    resources: dict[str, float] = {}
+    num_cpus: float = Field(0.5, ge=0, json_schema_extra=WHERE)
+    num_gpus: float = Field(0, ge=0, json_schema_extra=WHERE)
+    resources: dict[str, float] = Field({}, json_schema_extra=WHERE)
     """Custom Ray resources, e.g. {"generator": 1} to pin to a cluster.yaml node type."""
-    num_threads: int = Field(1, ge=1)
+    num_threads: int = Field(1, ge=1, json_schema_extra=WHERE)
     """torch threads inside the actor. One per actor on small CPU machines: with two threads
     and the other core busy, a step can run 20x slower (CPU-NOTES)."""
 
 
 class VLLMConfig(_Section):
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, json_schema_extra=WHERE)
     """GPUs one engine shards the model over (generator.num_gpus must cover them)."""
-    in_process: bool = True
+    in_process: bool = Field(True, json_schema_extra=WHERE)
     """Run vLLM's engine core inside the generator actor (VLLM_ENABLE_V1_MULTIPROCESSING=0):
     ~3 s to start instead of ~20 s and the best throughput on CPU. Set false for GPU engines
     with tensor_parallel_size > 1."""
-    enforce_eager: bool = True
+    enforce_eager: bool = Field(True, json_schema_extra=WHERE)
     """No torch.compile or CUDA graphs: compiled starts take 40-70 s on CPU. Set false on GPU,
     where graphs pay for themselves (configs/cluster-gpu.yaml)."""
-    kv_cache_memory_mb: int | None = Field(256, ge=1)
+    kv_cache_memory_mb: int | None = Field(256, ge=1, json_schema_extra=WHERE)
     """KV cache per engine. 256 MiB is plenty for the embedded model; null sizes it from
     gpu_memory_utilization (on CPU vLLM would then reserve most of the machine's memory)."""
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, json_schema_extra=WHERE)
     max_model_len: int | None = Field(None, ge=1)
     """Context length; null takes the model's. Prompts without room for max_new_tokens are
     recorded with finish_reason prompt_too_long, not generated."""
-    max_loras: int = Field(2, ge=1)
+    max_loras: int = Field(2, ge=1, json_schema_extra=WHERE)
     """LoRA adapters resident per engine: the current policy and the one before it."""
 
 
@@ -164,18 +170,18 @@ class GeneratorConfig(ActorResources):
     backend: Literal["vllm", "hf"] = "vllm"
     """`vllm`: vLLM engines (the CPU build on machines without a GPU). `hf`: transformers
     `generate`, for environments where vLLM cannot be installed; slower, never a fallback."""
-    engines: int = Field(1, ge=1)
+    engines: int = Field(1, ge=1, json_schema_extra=WHERE)
     """Generator actors, each one engine on its own placement-group bundle."""
-    num_gpus: float = Field(0, ge=0)
+    num_gpus: float = Field(0, ge=0, json_schema_extra=WHERE)
     """GPUs per engine; with vllm.tensor_parallel_size > 1 it must be at least that."""
-    num_threads: int = Field(1, ge=1)
+    num_threads: int = Field(1, ge=1, json_schema_extra=WHERE)
     """torch threads in an `hf` engine; vLLM's CPU build binds its own threads
     (VLLM_CPU_OMP_THREADS_BIND)."""
     batch_size: int = Field(64, ge=1)
     """Prompts per generation call; judging starts as each batch finishes."""
     sampling: SamplingConfig = SamplingConfig(samples_per_prompt=8)
     """K = 8: more prompts whose answers differ, so more pairs per cycle."""
-    max_restarts: int = Field(3, ge=0)
+    max_restarts: int = Field(3, ge=0, json_schema_extra=WHERE)
     """Restarts of an engine actor that died (process killed, node lost). A restarted engine
     loads the model again and redoes the batches it had; a batch's answers are a function of
     its seed, so the redone batch gives the same answers."""
@@ -404,11 +410,11 @@ class LLMJudgeConfig(_Section):
     backend: Literal["http", "vllm"] = "http"
     """`http`: an OpenAI-compatible endpoint (a vLLM server, a hosted model). `vllm`: the
     judge model on its own vLLM engine inside each judge replica."""
-    endpoint: str | None = None
+    endpoint: str | None = Field(None, json_schema_extra=WHERE)
     """http: base URL of the server, e.g. http://judge-host:8000/v1."""
     model: str = "judge"
     """http: the model name the endpoint serves. vllm: a model folder or hub id."""
-    api_key_env: str | None = None
+    api_key_env: str | None = Field(None, json_schema_extra=WHERE)
     """http: name of the environment variable that holds the API key; the key itself is never
     put in a config, a log or the buffer."""
     rubric: str = "cares"
@@ -435,14 +441,14 @@ class LLMJudgeConfig(_Section):
     harmful: an Accept. A *safe* answer is either a refusal or a harmless answer, which only the
     prompt set tells apart, so reply_format safety needs `safe` named, in a whole map (a given
     map replaces this one): `{unsafe: Accept, safe: Refuse}` where every prompt is harmful."""
-    timeout_s: float = Field(60, gt=0)
+    timeout_s: float = Field(60, gt=0, json_schema_extra=WHERE)
     """http: per request."""
     max_retries: int = Field(2, ge=0)
     """Retries of a request that times out, fails, or whose verdict cannot be read; after
     them the answer is recorded `Unjudged`, with the reason."""
     retry_temperature: float = Field(0.7, ge=0)
     """Retries sample at this temperature: a greedy retry would repeat the unreadable reply."""
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(4, ge=1, json_schema_extra=WHERE)
     """http: requests in flight per replica."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """vllm: the judge model's weights dtype."""
@@ -535,25 +541,25 @@ class JudgeConfig(ActorResources):
     name: str = Field("rules", pattern=r"^[A-Za-z0-9_.]+$")
     """Letters, digits, `_` and `.`: it names the judge's Serve application and its buffer parts."""
     kind: Literal["rules", "llm", "reward_model", "self", "ensemble"] = "rules"
-    replicas: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, json_schema_extra=WHERE)
     """Replicas of this judge, each a Ray Serve replica on its own resources."""
-    min_replicas: int | None = Field(None, ge=1)
-    max_replicas: int | None = Field(None, ge=1)
+    min_replicas: int | None = Field(None, ge=1, json_schema_extra=WHERE)
+    max_replicas: int | None = Field(None, ge=1, json_schema_extra=WHERE)
     """Both set: the pool autoscales between them by backlog (Ray Serve autoscaling), starting
     from `replicas`."""
-    target_backlog: float = Field(2.0, gt=0)
+    target_backlog: float = Field(2.0, gt=0, json_schema_extra=WHERE)
     """Autoscaling: batches waiting or in work per replica that the pool scales to hold."""
-    upscale_delay_s: float = Field(2.0, ge=0)
-    downscale_delay_s: float = Field(30.0, ge=0)
-    look_back_period_s: float = Field(5.0, gt=0)
+    upscale_delay_s: float = Field(2.0, ge=0, json_schema_extra=WHERE)
+    downscale_delay_s: float = Field(30.0, ge=0, json_schema_extra=WHERE)
+    look_back_period_s: float = Field(5.0, gt=0, json_schema_extra=WHERE)
     """Autoscaling: the backlog is averaged over this window (Serve's default, 30 s, is slow
     for cycles of a few minutes)."""
-    metrics_interval_s: float = Field(1.0, gt=0)
+    metrics_interval_s: float = Field(1.0, gt=0, json_schema_extra=WHERE)
     """Autoscaling: how often replicas and the driver report their backlog."""
-    max_batch_retries: int = Field(2, ge=0)
+    max_batch_retries: int = Field(2, ge=0, json_schema_extra=WHERE)
     """A batch whose replica crashed or raised is sent again this many times; then its rows
     are recorded `Unjudged`, with the error."""
-    num_cpus: float = Field(0.25, ge=0)
+    num_cpus: float = Field(0.25, ge=0, json_schema_extra=WHERE)
     rules: RulesConfig = RulesConfig()
     llm: LLMJudgeConfig = LLMJudgeConfig()
     self_eval: SelfJudgeConfig = SelfJudgeConfig()
@@ -647,19 +653,19 @@ class LearnerConfig(ActorResources):
     """Ranks of the DeepSpeed group, one Ray actor each; each trains on its slice of a batch."""
     zero_stage: Literal[0, 1, 2, 3] = 3
     """DeepSpeed ZeRO stage: 3 partitions parameters, gradients and optimizer state."""
-    num_cpus: float = Field(0.5, ge=0)
+    num_cpus: float = Field(0.5, ge=0, json_schema_extra=WHERE)
     """Per rank: two ranks and the other roles fit a 2-CPU machine."""
-    init_timeout_s: float = Field(300, gt=0)
+    init_timeout_s: float = Field(300, gt=0, json_schema_extra=WHERE)
     """Upper bound on joining the process group and on every collective after."""
     finetune: Literal["lora", "full"] = "lora"
     """lora: a PEFT adapter, served by the engines as a LoRARequest. full: every weight; the
     gathered weights reach the engines in buckets (weight_bucket_mb)."""
-    weight_bucket_mb: int = Field(256, ge=1)
+    weight_bucket_mb: int = Field(256, ge=1, json_schema_extra=WHERE)
     """Full fine-tuning: size of the safetensors buckets the engines load one at a time."""
-    save_checkpoints: bool = True
+    save_checkpoints: bool = Field(True, json_schema_extra=WHERE)
     """DeepSpeed checkpoint (model and optimizer state, partitioned) after every cycle, under
     checkpoints/ in the run folder; a restarted learner resumes from it."""
-    max_train_retries: int = Field(1, ge=0)
+    max_train_retries: int = Field(1, ge=0, json_schema_extra=WHERE)
     """A rank that dies fails the cycle's training on every rank (the others would wait in a
     collective): the group is replaced and the training is run again from the cycle's
     starting policy (its checkpoint), this many times."""
@@ -684,7 +690,7 @@ class LearnerConfig(ActorResources):
 
 
 class BufferConfig(_Section):
-    root: str | None = None
+    root: str | None = Field(None, json_schema_extra=WHERE)
     """Where the Parquet dataset lives: a folder or a pyarrow filesystem URI (s3://, gs://).
     None puts it in the run folder, under buffer/."""
     dedup: bool = True
@@ -694,8 +700,8 @@ class BufferConfig(_Section):
     """Preference (prompt/chosen/rejected) or unpaired (prompt/completion/label) files, JSONL,
     Parquet or CSV, read into the buffer at cycle 0 when the run starts (raylign/data/exchange.py);
     pairs.replay_ratio mixes them into training."""
-    num_cpus: float = Field(0.25, ge=0)
-    resources: dict[str, float] = {}
+    num_cpus: float = Field(0.25, ge=0, json_schema_extra=WHERE)
+    resources: dict[str, float] = Field({}, json_schema_extra=WHERE)
     """The buffer actor restarts without limit when it dies (it holds nothing but its root),
     and a write it had under way is sent again: a part written twice replaces itself."""
 
@@ -714,7 +720,7 @@ class Config(_Section):
     cycles: int = Field(3, ge=1)
     """Alignment cycles after the cycle-0 evaluation of the starting policy."""
     algorithm: Literal["dpo", "kto", "modpo"] = "dpo"
-    out: str | None = None
+    out: str | None = Field(None, json_schema_extra=WHERE)
     """Run folder; None makes a fresh dated folder under runs/."""
     model: ModelConfig = ModelConfig()
     prompts: PromptsConfig = PromptsConfig()
@@ -726,7 +732,7 @@ class Config(_Section):
     kto: KTOConfig = KTOConfig()
     learner: LearnerConfig = LearnerConfig()
     buffer: BufferConfig = BufferConfig()
-    ray: RayConfig = RayConfig()
+    ray: RayConfig = Field(RayConfig(), json_schema_extra=WHERE)
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "Config":
@@ -808,16 +814,62 @@ def _merged(defaults: dict, given: dict) -> dict:
     return out
 
 
-RESUMABLE_KEYS = ("cycles", "ray")
-"""What `raylign run --resume` may change: how many cycles to run, and where Ray runs. The
-rest decides what a cycle computes."""
+RESUMABLE_KEYS = ("cycles",)
+"""Besides where it runs (the WHERE fields), what `raylign run --resume` may change: how many
+cycles the run goes on for."""
+
+
+def computed_values(cfg: BaseModel) -> dict:
+    """The config's values that decide what the run computes: all but RESUMABLE_KEYS and the
+    fields marked WHERE, as JSON values, keyed as in the YAML."""
+
+    def walk(value):
+        if isinstance(value, BaseModel):
+            return {name: walk(getattr(value, name)) for name, field in type(value).model_fields.items()
+                    if not (field.json_schema_extra or {}).get("where") and name not in (
+                        RESUMABLE_KEYS if isinstance(value, Config) else ())}
+        if isinstance(value, (list, tuple)):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    return json.loads(json.dumps(walk(cfg), default=str))
 
 
 def result_digest(cfg: Config) -> str:
-    """A hash of everything that decides what the run computes (all but RESUMABLE_KEYS and
-    `out`): a resumed run checks it against the one it started with."""
-    values = cfg.model_dump(mode="json", exclude={*RESUMABLE_KEYS, "out"})
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+    """A hash of what the run computes (computed_values): a resumed run checks it against the
+    one it started with."""
+    return hashlib.sha256(json.dumps(computed_values(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def changed_key(started: Config, now: Config) -> str:
+    """One line naming the first key, in config order, whose change would alter what a resumed
+    run computes."""
+
+    def first(a, b, key: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in [*a, *(k for k in b if k not in a)]:
+                found = first(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+                if found:
+                    return found
+            return None
+        if isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                return f"{key} has {len(b)} entries, but the run started with {len(a)}"
+            return next((f for i, (x, y) in enumerate(zip(a, b)) if (f := first(x, y, f"{key}.{i}"))), None)
+        return None if a == b else f"{key} is {short(b)}, but the run started with {short(a)}"
+
+    def short(value) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    found = first(computed_values(started), computed_values(now), "")
+    if found is None:
+        return ("its config.yaml no longer matches the digest state.json recorded when the run started "
+                "(edited by hand?): restore it, or start a new run")
+    return (f"--resume: {found}, which changes what the run computes; only cycles and where the run runs "
+            "(resources, replicas, engines, addresses, storage) may change: start a new run instead")
 
 
 def _migrate(raw: dict) -> None:
@@ -834,18 +886,23 @@ def _migrate(raw: dict) -> None:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read YAML at `path` (None: all defaults), apply dotted overrides, validate."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        raw = loaded or {}
+    if path is None:
+        return parse_config("", "(defaults)", overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    return parse_config(path.read_text(), str(path), overrides)
+
+
+def parse_config(text: str, source: str, overrides: Sequence[str] = ()) -> Config:
+    """A config from YAML text (`source` names it in errors), with dotted overrides, validated."""
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {source} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {source} must hold a mapping at the top level")
+    raw = loaded or {}
     _migrate(raw)
     # Overrides apply on top of the defaults, so `judges.0.replicas=4` works without a file.
     raw = _merged(Config().model_dump(mode="json"), raw)

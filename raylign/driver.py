@@ -18,7 +18,6 @@ import contextlib
 import functools
 import itertools
 import random
-import shutil
 import time
 import zlib
 from pathlib import Path
@@ -33,9 +32,12 @@ from raylign.evaluation import report
 from raylign.actors.buffer import PreferenceBuffer
 from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
+from raylign.actors.metrics import RunMetrics
 from raylign.actors.learner import LearnerGroup
+from raylign.actors.placement import nodes_of
 from raylign.evaluation.agreement import Agreement, agreement
-from raylign.config import RESUMABLE_KEYS, Config, ConfigError, SamplingConfig, dump_config, result_digest
+from raylign.events import RunLog
+from raylign.config import Config, ConfigError, SamplingConfig, changed_key, dump_config, parse_config, result_digest
 from raylign.data.exchange import import_file
 from raylign.training.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
 from raylign.data.prompts import read_prompts, split
@@ -43,6 +45,7 @@ from raylign.evaluation import suites as suites_
 from raylign.evaluation.suites import Suite
 from raylign.model_check import check_model, models_to_check
 from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState
+from raylign.storage import RunStorage
 from raylign.data.schemas import TABLES, PolicyVersion
 from raylign.evaluation.scoring import UNJUDGED
 
@@ -61,6 +64,16 @@ class Roles(NamedTuple):
     judges: list[JudgePool]  # judges[0] gives the safety labels; every two are compared
     learners: LearnerGroup | None  # None when only evaluating (raylign eval)
     buffer: ray.actor.ActorHandle
+
+    def nodes(self) -> dict[str, list[dict[str, str]]]:
+        """Where each role runs now: {role: [{node_id, address}]}, one entry per actor."""
+        out = {"generator": nodes_of(self.generators.engines)}
+        if self.learners is not None:
+            out["learner"] = nodes_of(self.learners.ranks)
+        out["buffer"] = nodes_of([self.buffer])
+        for pool in self.judges:
+            out[f"judge.{pool.cfg.name}"] = nodes_of(pool.replica_actors())
+        return out
 
 
 def resolve_model(cfg: Config, log: Callable[[str], None]) -> str:
@@ -83,7 +96,7 @@ def ray_session(cfg: Config):
     started = not ray.is_initialized()
     if started:
         ray.init(
-            address=cfg.ray.address,
+            address=cfg.ray.address or "local",  # not a cluster this machine happens to run
             num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
             include_dashboard=False,
             log_to_driver=False,  # actors' load bars would bury the progress; errors still propagate
@@ -100,12 +113,12 @@ def ray_session(cfg: Config):
 
 
 @contextlib.contextmanager
-def placed_roles(cfg: Config, model_path: str, run_dir: Path, train: bool = True, rank: int | None = None):
+def placed_roles(cfg: Config, model_path: str, storage: RunStorage, train: bool = True, rank: int | None = None):
     """The run's actors; released on the way out, placement groups included, so that a second
     run in the same Ray session (tests, notebooks) finds its CPUs and GPUs free. With `train`
     the learner group is placed and the engines serve its adapters; without (raylign eval) no
     learners are placed and the engines serve adapters of LoRA rank `rank` (None: none)."""
-    roles = place_roles(cfg, model_path, run_dir, lora_rank(cfg) if train else rank, train)
+    roles = place_roles(cfg, model_path, storage, lora_rank(cfg) if train else rank, train)
     try:
         if not roles.judges[0].info.labels:
             raise ConfigError(f"judges[0] ({cfg.judges[0].name!r}) gives no CARES labels, which metrics and pairs "
@@ -120,20 +133,20 @@ def placed_roles(cfg: Config, model_path: str, run_dir: Path, train: bool = True
         ray.kill(roles.buffer)
 
 
-def place_roles(cfg: Config, model_path: str, run_dir: Path, rank: int | None, train: bool = True) -> Roles:
-    buffer_root = cfg.buffer.root or str(run_dir / "buffer")
+def place_roles(cfg: Config, model_path: str, storage: RunStorage, rank: int | None, train: bool = True) -> Roles:
+    buffer_root = cfg.buffer.root or storage.uri("buffer")
     buffer = (
         ray.remote(PreferenceBuffer)
         .options(
-            name=f"raylign-buffer-{run_dir.name}",  # findable by tools while the run goes on
+            name=f"raylign-buffer-{storage.name}",  # findable by tools while the run goes on
             num_cpus=cfg.buffer.num_cpus, resources=cfg.buffer.resources, max_restarts=-1, max_task_retries=-1,
         )
-        .remote(buffer_root)
+        .remote(buffer_root, storage.name)
     )
     learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s) if train else None
     generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, rank, cfg.seed, cfg.ray.get_timeout_s)
     # After the generators: the `self` judge answers through their engines.
-    judges = [JudgePool(judge, f"raylign-{run_dir.name}-{judge.name}", cfg.ray.get_timeout_s, generators.engines)
+    judges = [JudgePool(judge, f"raylign-{storage.name}-{judge.name}", cfg.ray.get_timeout_s, generators.engines)
               for judge in cfg.judges]
     # Every role starts at once; a role that cannot start stops the run here, with its error.
     generators.ready()
@@ -176,19 +189,26 @@ class Driver:
     trains = True
     """Whether the run trains, and so needs the prompt set's train split (`raylign eval` does not)."""
 
-    def __init__(self, cfg: Config, run_dir: Path, log: Callable[[str], None] = print, resume: bool = False):
-        # Absolute: actors write adapters and Parquet there from their own working folders.
-        self.cfg, self.run_dir, self.log, self.resume = cfg, run_dir.resolve(), log, resume
+    def __init__(self, cfg: Config, run_dir: str | Path, log: RunLog | Callable[[str], None] = print,
+                 resume: bool = False):
+        # A folder (made absolute: actors write there from their own working folders) or a URI.
+        self.storage = RunStorage.of(run_dir)
+        self.run_dir = self.storage.location
+        self.cfg, self.resume = cfg, resume
+        # The run's log (text lines and bars, or JSON events) and its Ray metrics.
+        self.log = RunLog.of(log, self.run_dir)
+        self.metrics = RunMetrics(self.storage.name)
         self.timeout = cfg.ray.get_timeout_s
         self._published: PolicyVersion | None = None
 
     def run(self) -> list[dict]:
         cfg = self.cfg
+        self.log.run_start(cfg.cycles, self.resume)
         self.state = self._resumed_state() if self.resume else self._new_state()
         if not self.state.all_finished(cfg.cycles):
             with self._no_folder_left_if_nothing_finished():
                 model_path = resolve_model(cfg, self.log)
-                with ray_session(cfg), placed_roles(cfg, model_path, self.run_dir) as self.roles:
+                with ray_session(cfg), placed_roles(cfg, model_path, self.storage) as self.roles:
                     self._stage(0, "load", self._load)
                     self._stage(0, "evaluate", self._evaluate)
                     for cycle in range(1, cfg.cycles + 1):
@@ -196,40 +216,45 @@ class Driver:
                         self._stage(cycle, "build_data", self._build_data)
                         self._stage(cycle, "train", self._train)
                         self._stage(cycle, "evaluate", self._evaluate)
-        self.log("\n" + report.format_table(self.state.records, self._suite_names()))
-        self.log(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, state.json, buffer/, "
-                 "adapters/ or policies/, checkpoints/)")
+        self.log.show("\n" + report.format_table(self.state.records, self._suite_names()))
+        self.log.show(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, state.json, buffer/, "
+                      "adapters/ or policies/, checkpoints/)")
+        self.log.run_end(self.storage.uri("metrics.json"))
         return self.state.records
 
     # -- the run's state ------------------------------------------------------------------
 
     def _new_state(self) -> RunState:
-        if (self.run_dir / STATE_FILE).exists():
+        storage = self.storage
+        if storage.exists(STATE_FILE):
             raise ConfigError(f"{self.run_dir} already holds a run ({STATE_FILE}): continue it with "
                               f"`raylign run --resume {self.run_dir}`, or give another --out")
         self._read_inputs()
-        self._created_dir = not self.run_dir.exists()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        self._created_dir = storage.is_empty()
+        storage.write_text("config.yaml", dump_config(self.cfg))
         state = RunState(config_digest=result_digest(self.cfg))
-        state.save(self.run_dir)
+        state.save(storage)
         return state
 
     def _resumed_state(self) -> RunState:
-        state = RunState.load(self.run_dir)
+        state = RunState.load(self.storage)
         if state.config_digest != result_digest(self.cfg):
-            raise ConfigError(f"{self.run_dir}: the config differs from the one the run started with (only "
-                              f"{', '.join(RESUMABLE_KEYS)} may change on --resume); start a new run instead")
+            raise ConfigError(f"{self.run_dir}: {changed_key(self._started_config(), self.cfg)}")
         state.starts += 1
-        state.save(self.run_dir)
+        self.storage.write_text("config.yaml", dump_config(self.cfg))  # where it runs now
+        state.save(self.storage)
         where = state.next_stage(self.cfg.cycles)
-        self.log(f"resuming {self.run_dir}: {len(state.finished)} stage(s) finished"
-                 + (f"; continuing at cycle {where[0]} {where[1]}" if where else "; nothing left to run"))
+        self.log.resume(len(state.finished), where, f"resuming {self.run_dir}: {len(state.finished)} stage(s) finished"
+                        + (f"; continuing at cycle {where[0]} {where[1]}" if where else "; nothing left to run"))
         if not state.is_finished(0, "load"):
             self._read_inputs()
         if state.records:  # metrics.json may lag the state by one write
-            report.write_metrics(self.run_dir, state.records)
+            report.write_metrics(self.storage, state.records)
         return state
+
+    def _started_config(self) -> Config:
+        """The config the run started with, as its storage keeps it."""
+        return parse_config(self.storage.read_text("config.yaml"), self.storage.uri("config.yaml"))
 
     def _read_inputs(self) -> None:
         """The prompt set, the suites and the imports, for the load stage, and the models the
@@ -259,10 +284,10 @@ class Driver:
         except BaseException:
             if not self.resume and not self.state.finished:
                 if getattr(self, "_created_dir", False):
-                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                    self.storage.delete()
                 else:
                     for name in (STATE_FILE, "config.yaml"):
-                        (self.run_dir / name).unlink(missing_ok=True)
+                        self.storage.delete(name)
             raise
 
     def _stage(self, cycle: int, stage: str, run: Callable[[int], None]) -> None:
@@ -272,22 +297,26 @@ class Driver:
         if state.is_finished(cycle, stage):
             return
         state.start(cycle, stage)
-        state.save(self.run_dir)
+        state.nodes = self.roles.nodes()  # where the roles are now: faults move them
+        state.save(self.storage)
+        self.log.stage_start(cycle, stage)
         t0 = time.perf_counter()
         run(cycle)
-        state.current.seconds[stage] = round(time.perf_counter() - t0, 2)
+        seconds = state.current.seconds[stage] = round(time.perf_counter() - t0, 2)
         if stage == "evaluate":
             state.records.append(self._record(cycle))
             state.current = CycleProgress()
         state.finish(cycle, stage)
-        state.save(self.run_dir)
+        state.save(self.storage)
+        self.log.stage_end(cycle, stage, seconds)
+        self.metrics.stage(stage, seconds)
         if stage == "evaluate":
             self._report(state.records)
 
     def _policy(self) -> PolicyVersion:
         """The policy the finished stages left, with its files in the object store (once per
         version: a resumed run publishes it again from its folder)."""
-        policy = self.state.policy.policy(self.run_dir)
+        policy = self.state.policy.policy(self.storage)
         if policy.kind == "base":
             return policy
         if self._published is None or self._published._replace(payload=()) != policy:
@@ -367,22 +396,23 @@ class Driver:
 
     def _train(self, cycle: int) -> None:
         training = self._training_set(cycle)
-        start = self.state.policy.policy(self.run_dir)
-        with tqdm(desc=f"cycle {cycle} train ({self.cfg.algorithm})", unit="step", leave=False) as bar:
+        start = self.state.policy.policy(self.storage)
+        with tqdm(desc=f"cycle {cycle} train ({self.cfg.algorithm})", unit="step", leave=False,
+                  disable=not self.log.bars) as bar:
             def progress(done: int, total: int) -> None:
                 bar.n, bar.total = done, total
                 bar.refresh()
 
-            result = self.roles.learners.train(self.cfg.algorithm, training.data, cycle, str(self.run_dir), start,
+            result = self.roles.learners.train(self.cfg.algorithm, training.data, cycle, self.storage, start,
                                                training.weights, progress)
         if result.retries:
-            self.log(f"cycle {cycle} train: a learner rank died; trained again from the checkpoint "
-                     f"({result.retries} retry(s))")
-        self.state.policy = PolicyRecord.of(result.policy, self.run_dir)
+            self._retried(cycle, "train", "learner", result.retries,
+                          "a learner rank died; trained again from the checkpoint")
+        self.state.policy = PolicyRecord.of(result.policy, self.storage)
         self.state.current.training = {
             "algorithm": self.cfg.algorithm, "examples": result.examples, "steps": result.steps,
             "mean_loss": result.mean_loss, "final_loss": result.final_loss,
-            "adapter": self.state.policy.path,  # in the run folder, which may move
+            "adapter": self.state.policy.path,  # relative to the run's storage, which may move
             "retries": result.retries,
         }
 
@@ -428,9 +458,10 @@ class Driver:
         answers = [min(size, prompts.num_rows - i * size) * sampling.samples_per_prompt
                    for i in range(generators.num_batches(prompts))]
         already = sum(n for i, n in enumerate(answers) if primary not in todo.get(i, ()))
+        resent = [pool.resent for pool in pools]
         last_progress = time.monotonic()
         with tqdm(total=sum(answers), initial=already, desc=f"cycle {cycle} {stage}: generate+judge", unit="answer",
-                  leave=False) as bar:
+                  leave=False, disable=not self.log.bars) as bar:
             while pending or any(pool.has_next() for pool in pools):
                 busy = any(pool.has_next() for pool in pools)
                 progressed = False
@@ -439,7 +470,8 @@ class Driver:
                     done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0 if busy else 0.2)
                     for ref in done:
                         i = pending.pop(ref)
-                        self._write("rollouts", cycle, rollouts_part(stage, i), ref)  # straight from the engine
+                        rows = self._write("rollouts", cycle, rollouts_part(stage, i), ref)  # straight from the engine
+                        self.metrics.generated(stage, rows)
                         for pool in todo[i]:
                             pool.submit(ref, policy, tag=i)
                         progressed = True
@@ -449,6 +481,7 @@ class Driver:
                         continue
                     self._write("judgments", cycle, judgments_part(stage, pool.cfg.name, judged_batch.tag),
                                 judged_batch.table)
+                    self.metrics.judged(stage, pool.cfg.name, judged_batch.table)
                     if pool is primary:
                         bar.update(judged_batch.table.num_rows)
                     progressed = True
@@ -457,6 +490,10 @@ class Driver:
                 elif time.monotonic() - last_progress > self.timeout:
                     raise TimeoutError(f"cycle {cycle} {stage}: no batch generated and judged in "
                                        f"{self.timeout:.0f}s (ray.get_timeout_s)")
+        for pool, before in zip(pools, resent):
+            if pool.resent > before:
+                self._retried(cycle, stage, f"judge.{pool.cfg.name}", pool.resent - before,
+                              f"judge {pool.cfg.name}: batch(es) sent again after a replica failed them")
 
     def _missing_batches(self, batches: int, cycle: int, stage: str) -> tuple[dict[int, list[JudgePool]], set[int]]:
         """The judges each batch still lacks verdicts of (batches with none left out), and the
@@ -522,11 +559,18 @@ class Driver:
         record["agreement"] = current.agreement  # every two labelling judges, on answers both labelled
         record["training"] = None if current.training is None else {**(current.data or {}), **current.training}
         record["seconds"] = current.seconds
+        record["nodes"] = self.roles.nodes()
         if current.prompts is not None:
             record["prompts"] = current.prompts
         return record
 
     def _report(self, records: list[dict]) -> None:
-        report.write_metrics(self.run_dir, records)
-        report.plot(self.run_dir, records)
-        self.log(report.cycle_line(records[-1], suites_.primary(self.cfg)))
+        report.write_metrics(self.storage, records)
+        report.plot(self.storage, records)
+        self.log.cycle(records[-1], report.cycle_line(records[-1], suites_.primary(self.cfg)))
+        self.metrics.cycle(records[-1])
+
+    def _retried(self, cycle: int, stage: str, role: str, retries: int, why: str) -> None:
+        """Work done again after a role failed (`role`: learner, judge.NAME): logged and counted."""
+        self.log.retry(cycle, stage, role, retries, f"cycle {cycle} {stage}: {why} ({retries} retry(s))")
+        self.metrics.retries(role, retries)

@@ -20,12 +20,13 @@ import json
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from raylign.config import Config, ConfigError, load_config
+from raylign.config import Config, ConfigError, parse_config
 from raylign.data.schemas import BASE, PolicyVersion
 from raylign.driver import Driver, placed_roles, ray_session, resolve_model
 from raylign.evaluation import report
 from raylign.evaluation.suites import Suite, primary
 from raylign.run_state import STATE_FILE, RunState
+from raylign.storage import RunStorage
 
 
 class PolicySpec(NamedTuple):
@@ -38,26 +39,27 @@ class PolicySpec(NamedTuple):
     lora_rank: int | None
 
 
-def _adapter_rank(folder: Path) -> int:
-    return int(json.loads((folder / "adapter_config.json").read_text())["r"])
+def _adapter_rank(folder: RunStorage, rel: str = "") -> int:
+    return int(json.loads(folder.read_text(f"{rel}/adapter_config.json" if rel else "adapter_config.json"))["r"])
 
 
 def resolve_policy(spec: str, base_model: str) -> PolicySpec:
-    """What `spec` names (see the module docstring); `base_model` carries adapters."""
+    """What `spec` names (see the module docstring); `base_model` carries adapters. Run
+    folders and adapters may be storage URIs; the engines download what they load."""
     run_part, _, cycle_part = spec.rpartition("@") if "@" in spec else (spec, "", "")
-    folder = Path(run_part).expanduser()
-    if (folder / STATE_FILE).is_file():
+    folder = RunStorage(run_part)
+    if folder.exists(STATE_FILE):
         return _run_policy(spec, folder, cycle_part)
     if cycle_part:
         raise ConfigError(f"policy {spec!r}: {run_part} is not a run folder (no {STATE_FILE}), so it has no cycles")
-    if (folder / "adapter_config.json").is_file():
-        return PolicySpec(spec, base_model, PolicyVersion(1, "lora", str(folder.resolve())), _adapter_rank(folder))
+    if folder.exists("adapter_config.json"):
+        return PolicySpec(spec, base_model, PolicyVersion(1, "lora", folder.uri()), _adapter_rank(folder))
     return PolicySpec(spec, spec, BASE, None)
 
 
-def _run_policy(spec: str, run: Path, cycle_part: str) -> PolicySpec:
+def _run_policy(spec: str, run: RunStorage, cycle_part: str) -> PolicySpec:
     state = RunState.load(run)
-    run_cfg = load_config(run / "config.yaml")
+    run_cfg = parse_config(run.read_text("config.yaml"), run.uri("config.yaml"))
     trained = [c for c, stage in state.finished if stage == "train"]
     if cycle_part and not cycle_part.isdigit():
         raise ConfigError(f"policy {spec!r}: the cycle after @ must be a number")
@@ -67,10 +69,10 @@ def _run_policy(spec: str, run: Path, cycle_part: str) -> PolicySpec:
     if cycle == 0:  # on engines set up as the run's were (LoRA enabled), so the draws match its cycle 0
         rank = run_cfg.learner.lora.r if run_cfg.learner.finetune == "lora" else None
         return PolicySpec(spec, run_cfg.model.path, BASE, rank)
-    if run_cfg.learner.finetune == "full":
-        return PolicySpec(spec, str((run / "policies" / f"cycle_{cycle:03d}").resolve()), BASE, None)
-    adapter = (run / "adapters" / f"cycle_{cycle:03d}").resolve()
-    return PolicySpec(spec, run_cfg.model.path, PolicyVersion(cycle, "lora", str(adapter)), _adapter_rank(adapter))
+    if run_cfg.learner.finetune == "full":  # transformers loads a model folder, so a local copy of it
+        return PolicySpec(spec, str(run.local(f"policies/cycle_{cycle:03d}")), BASE, None)
+    adapter = f"adapters/cycle_{cycle:03d}"
+    return PolicySpec(spec, run_cfg.model.path, PolicyVersion(cycle, "lora", run.uri(adapter)), _adapter_rank(run, adapter))
 
 
 class Evaluator(Driver):
@@ -78,7 +80,7 @@ class Evaluator(Driver):
 
     trains = False
 
-    def __init__(self, cfg: Config, run_dir: Path, policies: list[PolicySpec], log: Callable[[str], None] = print):
+    def __init__(self, cfg: Config, run_dir: str | Path, policies: list[PolicySpec], log: Callable[[str], None] = print):
         super().__init__(cfg, run_dir, log)
         self.policies = policies
         self._current: PolicySpec = policies[0]
@@ -90,7 +92,7 @@ class Evaluator(Driver):
                 self._current = spec
                 cfg = self.cfg.model_copy(update={"model": self.cfg.model.model_copy(update={"path": spec.model_path})})
                 model_path = resolve_model(cfg, self.log)
-                with placed_roles(cfg, model_path, self.run_dir, train=False, rank=spec.lora_rank) as roles:
+                with placed_roles(cfg, model_path, self.storage, train=False, rank=spec.lora_rank) as roles:
                     self.roles = roles
                     if i == 0:
                         self._stage(0, "load", self._load)
@@ -99,7 +101,7 @@ class Evaluator(Driver):
         table = (report.format_comparison(self.state.records, names) if len(self.state.records) == 2
                  else report.format_table(self.state.records, names, by="policy"))
         self.log("\n" + table)
-        report.plot_comparison(self.run_dir, self.state.records, names)
+        report.plot_comparison(self.storage, self.state.records, names)
         self.log(f"\neval folder: {self.run_dir}  (metrics.json, eval.png, config.yaml, buffer/)")
         return self.state.records
 
@@ -119,11 +121,11 @@ class Evaluator(Driver):
         return {"policy": self._current.label, **super()._record(cycle)}
 
     def _report(self, records: list[dict]) -> None:
-        report.write_metrics(self.run_dir, records)
+        report.write_metrics(self.storage, records)
         self.log(f"{records[-1]['policy']}: " + report.cycle_line(records[-1], primary(self.cfg)).split(": ", 1)[1])
 
 
-def evaluate(cfg: Config, policies: list[str], out: Path, log: Callable[[str], None] = print) -> list[dict]:
+def evaluate(cfg: Config, policies: list[str], out: str | Path, log: Callable[[str], None] = print) -> list[dict]:
     """Evaluate each policy (a spec string) on cfg's suites; the records, one per policy."""
     specs = [resolve_policy(p, cfg.model.path) for p in policies]
     # The eval folder keeps its own buffer: a run's config may point buffer.root at the run's,

@@ -1,6 +1,6 @@
 """The state of a run, recorded after every stage, so that a run that died resumes where it died.
 
-`state.json` in the run folder says which stages are finished, which one was under way, the
+`state.json` in the run's storage (raylign/storage.py) says which stages are finished, which one was under way, the
 policy the finished ones left, the records of the evaluated cycles, and what the cycle under
 way has produced so far (its data summary, its training result, its timings). It is rewritten
 atomically (a temporary file, then a rename) when a stage starts and when it ends. A stage
@@ -16,7 +16,6 @@ evaluates.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from raylign.config import ConfigError
 from raylign.data.schemas import BASE, PolicyVersion
+from raylign.storage import RunStorage, is_uri
 
 FIRST_STAGES = ("load", "evaluate")
 CYCLE_STAGES = ("generate_judge", "build_data", "train", "evaluate")
@@ -42,19 +42,23 @@ class PolicyRecord(BaseModel):
     version: int = 0
     kind: Literal["base", "lora", "full"] = "base"
     path: str | None = None
-    """Relative to the run folder when inside it, so that a moved run folder still resumes."""
+    """Relative to the run's storage when inside it, so that a moved (or copied) run resumes."""
 
     @classmethod
-    def of(cls, policy: PolicyVersion, run_dir: Path) -> "PolicyRecord":
-        path = policy.path
-        if path is not None and Path(path).is_relative_to(run_dir):
-            path = str(Path(path).relative_to(run_dir))
+    def of(cls, policy: PolicyVersion, storage: RunStorage | str | Path) -> "PolicyRecord":
+        storage, path = RunStorage.of(storage), policy.path
+        root = storage.uri().partition("?")[0].rstrip("/") + "/"
+        if path is not None and path.partition("?")[0].startswith(root):
+            path = path.partition("?")[0].removeprefix(root)
         return cls(version=policy.version, kind=policy.kind, path=path)
 
-    def policy(self, run_dir: Path) -> PolicyVersion:
+    def policy(self, storage: RunStorage | str | Path) -> PolicyVersion:
+        storage = RunStorage.of(storage)
         if self.kind == "base":
             return BASE
-        return PolicyVersion(self.version, self.kind, None if self.path is None else str(run_dir / self.path))
+        if self.path is None or is_uri(self.path) or Path(self.path).is_absolute():
+            return PolicyVersion(self.version, self.kind, self.path)
+        return PolicyVersion(self.version, self.kind, storage.uri(self.path))
 
 
 class CycleProgress(BaseModel):
@@ -84,6 +88,9 @@ class RunState(BaseModel):
     """The policy the finished stages left: the one the next stage generates with."""
     records: list[dict] = []
     """One per evaluated cycle, as in metrics.json."""
+    nodes: dict[str, list[dict[str, str]]] = {}
+    """Where each role ran as the last stage started: {role: [{node_id, address}]}, the roles
+    `generator`, `learner`, `buffer` and `judge.<name>`."""
     current: CycleProgress = CycleProgress()
 
     def is_finished(self, cycle: int, stage: str) -> bool:
@@ -102,19 +109,19 @@ class RunState(BaseModel):
         self.finished.append((cycle, stage))
         self.running = None
 
-    def save(self, run_dir: Path) -> None:
-        path = run_dir / STATE_FILE
-        tmp = path.with_name(f".{STATE_FILE}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, path)  # readers see the old state or the new one, never half of one
+    def save(self, storage: RunStorage | str | Path) -> None:
+        storage = RunStorage.of(storage)
+        # Atomic: readers see the old state or the new one, never half of one.
+        storage.write_text(STATE_FILE, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
-    def load(cls, run_dir: Path) -> "RunState":
-        path = run_dir / STATE_FILE
-        if not path.is_file():
-            raise ConfigError(f"{run_dir} has no {STATE_FILE}: not a raylign run folder, or its run died before "
+    def load(cls, storage: RunStorage | str | Path) -> "RunState":
+        storage = RunStorage.of(storage)
+        if not storage.exists(STATE_FILE):
+            raise ConfigError(f"{storage} has no {STATE_FILE}: not a raylign run folder, or its run died before "
                               "the first stage began; start it again without --resume")
         try:
-            return cls.model_validate(json.loads(path.read_text()))
+            return cls.model_validate(json.loads(storage.read_text(STATE_FILE)))
         except (ValueError, ValidationError) as e:
-            raise ConfigError(f"{path} cannot be read ({str(e).splitlines()[0]}): the run cannot be resumed") from None
+            raise ConfigError(f"{storage.uri(STATE_FILE)} cannot be read ({str(e).splitlines()[0]}): the run cannot "
+                              "be resumed") from None

@@ -7,13 +7,18 @@
   a `reply` function makes of the request. It keeps every request's body, can fail the first N
   requests (HTTP 500) and can require an API key. It binds 127.0.0.1 only.
 - `kill_actor_process`: a crash for fault injection, SIGKILL to a live actor's process.
+- `LoopbackS3`: an S3-compatible server (moto) on loopback, for run storage with no shared disk.
+- `free_port` and `stop_process_trees`: for tests that start Ray nodes with `ray start`, each
+  node stopped by its own process tree, never by `ray stop` (which stops every Ray on the machine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,3 +135,95 @@ def kill_actor_process(class_name: str) -> int:
     pid = int(alive[0]["Pid"])
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_trees(*processes, grace_s: float = 15.0) -> list[int]:
+    """Stop each of `processes` (psutil.Process or Popen objects, each started in a session of
+    its own: `start_new_session=True`) and every process of its session or below it. SIGTERM to
+    each (a `ray start --block` process then stops its own node's processes, as `ray stop` would,
+    but only those); once they have exited (at most `grace_s`), SIGTERM and then SIGKILL to
+    whatever they left, including processes started meanwhile (an autoscaler's nodes). Returns
+    the pids still alive after that (none, normally)."""
+    import psutil
+
+    sessions = {root.pid for root in processes}
+
+    def running(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def in_sessions(p) -> bool:
+        try:
+            return os.getsid(p.pid) in sessions
+        except OSError:
+            return False
+
+    def left(known: list) -> list:
+        return [p for p in {*known, *filter(in_sessions, psutil.process_iter())} if running(p)]
+
+    tree = []
+    for root in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree += [root, *root.children(recursive=True)]
+            root.terminate()
+    psutil.wait_procs(processes, timeout=grace_s)
+    terminate, kill = psutil.Process.terminate, psutil.Process.kill
+    for send, wait_s in [(terminate, 5.0), (kill, grace_s), (kill, grace_s)]:
+        alive = left(tree)  # what the roots left behind, and processes started meanwhile
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                send(p)
+        psutil.wait_procs(alive, timeout=wait_s)
+    return [p.pid for p in left(tree)]
+
+
+class LoopbackS3:
+    """An S3-compatible server on loopback (moto's server mode, its own process) with one
+    bucket: `uri(path)` is a storage URI in it, `env` the credentials every process that
+    opens it needs (pyarrow reads them from the environment, as on a real cluster)."""
+
+    env = {"AWS_ACCESS_KEY_ID": "raylign-test", "AWS_SECRET_ACCESS_KEY": "raylign-test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def __init__(self, bucket: str = "raylign"):
+        self.bucket, self.port = bucket, free_port()
+
+    def uri(self, path: str) -> str:
+        return f"s3://{self.bucket}/{path}?endpoint_override=127.0.0.1:{self.port}&scheme=http"
+
+    def __enter__(self) -> "LoopbackS3":
+        import shutil
+        import subprocess
+        import sys
+
+        import pyarrow.fs as pafs
+
+        server = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
+        self.process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fs = pafs.S3FileSystem(access_key=self.env["AWS_ACCESS_KEY_ID"], secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                               region="us-east-1", scheme="http", endpoint_override=f"127.0.0.1:{self.port}",
+                               allow_bucket_creation=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fs.create_dir(self.bucket)
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.process.kill()
+                    raise
+                time.sleep(0.2)
+
+    def __exit__(self, *exc) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)

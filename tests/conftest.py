@@ -13,7 +13,7 @@ def local_ray():
 
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield
     serve.shutdown()  # judge pools are Serve apps; their handles stop reporting with it
     ray.shutdown()

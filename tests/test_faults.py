@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
@@ -31,10 +30,12 @@ from raylign.actors.buffer import PreferenceBuffer
 from raylign.config import dump_config, load_config
 from raylign.driver import Driver
 from raylign.run_state import STATE_FILE, RunState
+from raylign.storage import RunStorage
 from raylign.testing import kill_actor_process
 
 SEED = int(os.environ.get("RAYLIGN_FAULT_SEED", "0"))
-# Two batches a stage.
+# Two batches a stage. Runs with a fault run one cycle, or two when a kill lands in the second;
+# the undisturbed run runs two, and every run is compared with it cycle by cycle.
 OVERRIDES = ["cycles=1", "prompts.prompts_per_cycle=16", "evaluation.suites.0.max_prompts=16", "learner.epochs=2",
              "generator.batch_size=8"]
 GENERATING = [(0, "evaluate"), (1, "generate_judge"), (1, "evaluate")]
@@ -49,43 +50,55 @@ class Run(NamedTuple):
     run_dir: Path
     records: list[dict]
     counts: dict
-    digests: dict
+    digests: dict[int, dict[str, str]]
     seconds: dict[tuple[int, str], float]
 
 
-def finished_run(run_dir: Path, records: list[dict]) -> Run:
+def finished_run(where: Path | str, records: list[dict]) -> Run:
+    """A finished run's figures, read from its storage (a folder or a URI)."""
+    storage = RunStorage(where)
     seconds = {(r["cycle"], stage): s for r in records for stage, s in r["seconds"].items()}
-    return Run(run_dir, records, PreferenceBuffer(str(run_dir / "buffer")).counts(), digests(run_dir), seconds)
+    counts = PreferenceBuffer(storage.uri("buffer")).counts()
+    return Run(Path(str(where)), records, counts, digests(storage, len(records) - 1), seconds)
 
 
-def digests(run_dir: Path) -> dict[str, str]:
-    """A hash of each table's rows of cycles 0 and 1 (in a fixed order, latency left out) and of
-    the cycle-1 adapter."""
-    out = {}
-    for table in ("prompts", "rollouts", "judgments", "pairs", "kto"):
-        rows = [json.dumps({k: v for k, v in r.items() if k != "latency_s"}, sort_keys=True, default=str)
-                for f in sorted((run_dir / "buffer" / table).glob("cycle=[01]/*.parquet"))
-                for r in pq.read_table(f).to_pylist()]
-        out[table] = hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()[:12]
-    adapter = load_file(run_dir / "adapters" / "cycle_001" / "adapter_model.safetensors")
-    out["adapter"] = hashlib.sha256(b"".join(adapter[k].numpy().tobytes() for k in sorted(adapter))).hexdigest()[:12]
+def digests(storage: RunStorage, cycles: int) -> dict[int, dict[str, str]]:
+    """Per cycle: a hash of each table's rows (in a fixed order, latency left out) and of the
+    cycle's adapter."""
+    buffer, out = PreferenceBuffer(storage.uri("buffer")), {}
+    for cycle in range(cycles + 1):
+        out[cycle] = {}
+        for table in ("prompts", "rollouts", "judgments", "pairs", "kto"):
+            rows = [json.dumps({k: v for k, v in r.items() if k != "latency_s"}, sort_keys=True, default=str)
+                    for r in buffer.read(table, cycle).to_pylist()]
+            out[cycle][table] = hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()[:12]
+        if cycle:
+            adapter = load_file(storage.local(f"adapters/cycle_{cycle:03d}") / "adapter_model.safetensors")
+            out[cycle]["adapter"] = hashlib.sha256(b"".join(adapter[k].numpy().tobytes()
+                                                            for k in sorted(adapter))).hexdigest()[:12]
     return out
 
 
-def read_state(run_dir: Path) -> tuple[tuple[int, str] | None, list[tuple[int, str]]]:
-    """The stage under way and the finished ones, as the run's state file says now."""
+def state_of(where: Path | str) -> dict:
+    """The run's state file as it is now ({} before it is written)."""
     try:
-        state = json.loads((run_dir / STATE_FILE).read_text())
+        return json.loads(RunStorage(where).read_text(STATE_FILE))
     except (OSError, ValueError):  # not written yet
-        return None, []
-    return (tuple(state["running"]) if state["running"] else None), [tuple(s) for s in state["finished"]]
+        return {}
 
 
-def judged_batches(run_dir: Path, stage: tuple[int, str]) -> int:
+def read_state(where: Path | str) -> tuple[tuple[int, str] | None, list[tuple[int, str]]]:
+    """The stage under way and the finished ones, as the run's state file says now."""
+    state = state_of(where)
+    return (tuple(state["running"]) if state.get("running") else None), [tuple(s) for s in state.get("finished", [])]
+
+
+def judged_batches(where: Path | str, stage: tuple[int, str]) -> int:
     """Judgments parts committed so far in a generate-and-judge stage."""
     cycle, name = stage
     prefix = "train" if name == "generate_judge" else "eval"
-    return len(list((run_dir / "buffer" / "judgments" / f"cycle={cycle}").glob(f"{prefix}-*.parquet")))
+    parts = PreferenceBuffer(RunStorage(where).uri("buffer")).parts("judgments", cycle)
+    return sum(part.startswith(f"{prefix}-") for part in parts)
 
 
 class Point(NamedTuple):
@@ -100,7 +113,7 @@ def draw(target: str, undisturbed: Run) -> Point:
     """A stage the role works in, and a moment in it: in a generate-and-judge stage after a random
     number of its batches, elsewhere a random time within the stage's undisturbed length."""
     rng = random.Random(f"{SEED}-{target}")
-    stage = rng.choice(TARGETS[target][1] if target in TARGETS else list(undisturbed.seconds))
+    stage = rng.choice(TARGETS[target][1] if target in TARGETS else [s for s in undisturbed.seconds if s[0] <= 1])
     seconds = undisturbed.seconds[stage]
     if stage in GENERATING:
         batches = judged_batches(undisturbed.run_dir, stage)
@@ -111,9 +124,9 @@ def draw(target: str, undisturbed: Run) -> Point:
 class Fault(threading.Thread):
     """Calls `kill` at `point` of the run in `run_dir`; records the stage it landed in."""
 
-    def __init__(self, run_dir: Path, point: Point, kill: Callable[[], object]):
+    def __init__(self, run_dir: Path | str, point: Point, kill: Callable[[], object], poll_s: float = 0.005):
         super().__init__(daemon=True)
-        self.run_dir, self.point, self.kill = run_dir, point, kill
+        self.run_dir, self.point, self.kill, self.poll_s = run_dir, point, kill, poll_s
         self.landed: tuple[int, str] | None = None
         self.done = threading.Event()
 
@@ -127,7 +140,7 @@ class Fault(threading.Thread):
             if running == stage and (not batches or judged_batches(self.run_dir, stage) >= batches):
                 time.sleep(delay)
                 break
-            time.sleep(0.005)
+            time.sleep(self.poll_s)
         self.landed = read_state(self.run_dir)[0]
         self.kill()
         self.done.set()
@@ -145,16 +158,27 @@ def config(model_path):
 @pytest.fixture(scope="module")
 def undisturbed(local_ray, config, tmp_path_factory) -> Run:
     run_dir = tmp_path_factory.mktemp("undisturbed")
-    return finished_run(run_dir, Driver(config, run_dir, log=lambda _: None).run())
+    return finished_run(run_dir, Driver(config.model_copy(update={"cycles": 2}), run_dir, log=lambda _: None).run())
 
 
 def assert_same_as(undisturbed: Run, run: Run) -> None:
-    """Cycles 0 and 1 of `run` are the undisturbed run's."""
-    counts = {table: {c: n for c, n in per_cycle.items() if c <= 1} for table, per_cycle in run.counts.items()}
-    assert counts == undisturbed.counts  # nothing lost, nothing doubled
-    assert run.digests == undisturbed.digests  # nothing changed, down to the adapter's bytes
-    for mine, theirs in zip(run.records[:2], undisturbed.records, strict=True):
-        assert {k: v for k, v in mine.items() if k != "seconds"} == {k: v for k, v in theirs.items() if k != "seconds"}
+    """Every cycle of `run` is the undisturbed run's."""
+    cycles = len(run.records)
+    expected = {table: {c: n for c, n in per_cycle.items() if c < cycles}
+                for table, per_cycle in undisturbed.counts.items()}
+    assert run.counts == {table: n for table, n in expected.items() if n}  # nothing lost, nothing doubled
+    # Nothing changed, down to the adapters' bytes.
+    assert run.digests == {c: d for c, d in undisturbed.digests.items() if c < cycles}
+    for mine, theirs in zip(run.records, undisturbed.records[:cycles], strict=True):
+        assert comparable(mine) == comparable(theirs)
+
+
+def comparable(record: dict) -> dict:
+    """A cycle's record less what a fault may change: timings, node ids, the learner's retries."""
+    out = {k: v for k, v in record.items() if k not in ("seconds", "nodes")}
+    if out.get("training"):
+        out["training"] = {k: v for k, v in out["training"].items() if k != "retries"}
+    return out
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
@@ -210,16 +234,15 @@ def test_a_killed_driver_resumes_where_it_died_and_the_run_loses_no_row(undistur
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {moved}: {len(died_in.finished)} stage(s) finished" in resumed.stdout
     state = RunState.load(moved)
-    assert state.starts == 2 and state.running is None and len(state.finished) == len(undisturbed.seconds) + 4
+    assert state.starts == 2 and state.running is None and len(state.finished) == len(undisturbed.seconds)
     records = json.loads((moved / "metrics.json").read_text())
-    assert_same_as(undisturbed, finished_run(moved, records))
+    assert_same_as(undisturbed, finished_run(moved, records))  # cycle 2 too: trained on from the checkpoint
     # No batch committed before the kill was generated or judged again.
     committed = {moved / f.relative_to(run_dir): mtime for f, mtime in committed.items()}
     assert {f: f.stat().st_mtime_ns for f in committed} == committed
     # The extra cycle trained on from cycle 1's checkpoint, in the moved folder.
     assert [r["cycle"] for r in records] == [0, 1, 2] and records[2]["training"]["steps"] > 0
     assert state.policy.path == "adapters/cycle_002" and (moved / "checkpoints" / "cycle_002").is_dir()
-    assert PreferenceBuffer(str(moved / "buffer")).counts()["rollouts"][2] == undisturbed.counts["rollouts"][1]
 
     # Resumed once more: nothing left to run, so no Ray, only the table.
     from raylign.cli import main
@@ -227,3 +250,84 @@ def test_a_killed_driver_resumes_where_it_died_and_the_run_loses_no_row(undistur
     assert main(["run", "--resume", str(moved), "--set", "cycles=2"]) == 0
     assert "nothing left to run" in capsys.readouterr().out
 
+
+
+def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbed, config, tmp_path):
+    """Run storage with no shared disk. The run lives in an S3-compatible server on loopback, on a
+    cluster of three Ray nodes with a scratch folder each: a head (generator, judge, buffer) and
+    two learner nodes. Its driver is SIGKILLed in cycle 0 or 1, and a fresh process in another
+    working folder resumes it from the URI alone with `--set cycles=2`; in cycle 2 the node that
+    holds the learner is lost mid-training, the group is placed on the other learner node, which
+    never saw the run, and trains again from the cycle-1 checkpoint it downloads from storage.
+    Every cycle equals the undisturbed run's, down to the adapters' bytes."""
+    from ray.cluster_utils import Cluster
+
+    from raylign.testing import LoopbackS3
+
+    scratch = {name: tmp_path / "scratch" / name for name in ("head", "learner-a", "learner-b", "driver")}
+    with LoopbackS3() as s3:
+        env = {**os.environ, **s3.env, "RAYLIGN_SCRATCH": str(scratch["driver"])}
+        node_env = {name: {**s3.env, "RAYLIGN_SCRATCH": str(folder)} for name, folder in scratch.items()}
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"head": 1},
+                                                                "env_vars": node_env["head"]})
+        learner_nodes = [cluster.add_node(num_cpus=1, resources={"learner": 1}, env_vars=node_env[name])
+                         for name in ("learner-a", "learner-b")]
+        os.environ.update(s3.env)  # this process reads the run's state from the server too
+        try:
+            uri = s3.uri("runs/faults")
+            cfg = config.model_copy(deep=True)
+            for section in (cfg.generator, cfg.buffer, cfg.judges[0]):
+                section.resources = {"head": 0.01}
+            cfg.learner.resources = {"learner": 1}
+            cfg.ray.address = cluster.address
+            config_file = tmp_path / "cluster.yaml"
+            config_file.write_text(dump_config(cfg))
+            cli = [sys.executable, "-m", "raylign", "run"]
+
+            first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+            first_dir.mkdir(), second_dir.mkdir()
+            driver = subprocess.Popen([*cli, str(config_file), "--out", uri], cwd=first_dir, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            fault = Fault(uri, draw("storage-driver", undisturbed), driver.kill, poll_s=0.05)
+            fault.start()
+            assert fault.done.wait(timeout=600), driver.communicate(timeout=1)[1][-2000:]
+            driver.wait(timeout=30)
+            died_in = read_state(uri)
+
+            # Resumed elsewhere; in cycle 2's training the learner's node goes.
+            lost = []
+
+            def lose_the_learners_node():
+                deadline = time.monotonic() + 600
+                while time.monotonic() < deadline:
+                    state = state_of(uri)
+                    if state.get("running") == [2, "train"] and state["nodes"].get("learner"):
+                        held = state["nodes"]["learner"][0]["node_id"]
+                        (node,) = [n for n in learner_nodes if n.node_id == held]
+                        cluster.remove_node(node, allow_graceful=False)
+                        lost.append(learner_nodes.index(node))
+                        return
+                    time.sleep(0.1)
+
+            loser = threading.Thread(target=lose_the_learners_node, daemon=True)
+            loser.start()
+            resumed = subprocess.run([*cli, "--resume", uri, "--set", "cycles=2"], cwd=second_dir, env=env,
+                                     capture_output=True, text=True, timeout=900)
+            loser.join(timeout=5)
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+            records = json.loads(RunStorage(uri).read_text("metrics.json"))
+            state = RunState.load(uri)
+            print(f"seed {SEED}: killed the driver {fault}; resumed from {uri.split('?')[0]}; lost learner node "
+                  f"{lost} in cycle 2's training, {records[2]['training']['retries']} retry")
+            assert died_in[0] == fault.landed and state.starts == 2
+            assert lost and records[2]["training"]["retries"] == 1
+            survivor = scratch["learner-b" if lost == [0] else "learner-a"]
+            # The retry downloaded the cycle-1 checkpoint into the surviving node's own scratch.
+            assert list(survivor.glob("*/cycle_001/zero_pp_rank_0_mp_rank_00_model_states.pt"))
+            assert state.nodes["learner"][0]["node_id"] == learner_nodes[1 - lost[0]].node_id
+            assert_same_as(undisturbed, finished_run(uri, records))
+            assert not list(first_dir.iterdir()) and not list(second_dir.iterdir())  # nothing written where they ran
+        finally:
+            for name in s3.env:
+                os.environ.pop(name, None)
+            cluster.shutdown()

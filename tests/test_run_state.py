@@ -64,5 +64,12 @@ def test_a_missing_or_unreadable_state_is_one_clear_error(tmp_path):
 def test_the_digest_ignores_what_a_resume_may_change_and_nothing_else():
     base = result_digest(load_config())
     assert result_digest(load_config(overrides=["cycles=7", "ray.get_timeout_s=60", "out=elsewhere"])) == base
+    # Another cluster's shape: replicas, autoscaling bounds, resources, engines, GPUs, storage.
+    placed = ["judges.0.replicas=3", "judges.0.min_replicas=1", "judges.0.max_replicas=6",
+              "judges.0.resources={judge: 1}", "generator.engines=4", "generator.num_gpus=1",
+              "generator.vllm.enforce_eager=false", "learner.resources={learner: 8}", "learner.num_gpus=1",
+              "buffer.root=s3://bucket/buffer", "ray.address=auto"]
+    assert result_digest(load_config(overrides=placed)) == base
+    assert result_digest(load_config(overrides=["generator.vllm.max_model_len=128"])) != base
     assert result_digest(load_config(overrides=["learner.beta=0.2"])) != base
     assert result_digest(load_config(overrides=["seed=1"])) != base

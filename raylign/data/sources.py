@@ -57,7 +57,9 @@ def read_source(cfg: SourceConfig, what: str = "prompts") -> SourceRows:
     """Every row of the source, mapped and with ids; `what` names the config key in messages
     (`prompts`, `suite xstest`)."""
     if cfg.path == "embedded":
-        resource = importlib.resources.files("raylign") / "data" / EMBEDDED_PROMPTS
+        # raylign.data, not raylign: run as `python ~/cli.py` (what `ray submit` does) next to the
+        # repository at ~/raylign, `raylign` itself is a namespace package over the repository.
+        resource = importlib.resources.files("raylign.data") / EMBEDDED_PROMPTS
         with importlib.resources.as_file(resource) as path:
             rows, unreadable = read_rows(path, error=SourceError)
         return _finish(cfg, what, rows, unreadable, "embedded prompt set")

@@ -7,8 +7,8 @@ stage timings. Other tools read it; its keys only ever grow.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -16,13 +16,12 @@ import matplotlib
 matplotlib.use("Agg")  # no display on cluster nodes or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from raylign.storage import RunStorage  # noqa: E402
 
-def write_metrics(run_dir: Path, records: list[dict]) -> Path:
-    path = run_dir / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=2) + "\n")
-    os.replace(tmp, path)  # a crash mid-write leaves the previous complete file
-    return path
+
+def write_metrics(where: RunStorage | str | Path, records: list[dict]) -> str:
+    """metrics.json in the run's storage; a crash mid-write leaves the previous complete file."""
+    return RunStorage.of(where).write_text("metrics.json", json.dumps(records, indent=2) + "\n")
 
 
 SUITE_COLUMNS = {
@@ -120,7 +119,7 @@ PLOTTED = {"over_refusal": ("safe_refusal_rate", "safe refused"),
 """The line each other suite kind adds to the plot."""
 
 
-def plot(run_dir: Path, records: list[dict]) -> Path:
+def plot(where: RunStorage | str | Path, records: list[dict]) -> str:
     """safety.png: the headline suite's Safety Score, harmful and harmless refusal by cycle, and
     each other suite's main rate."""
     cycles = [r["cycle"] for r in records]
@@ -140,19 +139,20 @@ def plot(run_dir: Path, records: list[dict]) -> Path:
             ax.plot([r["cycle"] for r in rows], [r["suites"][name][key] for r in rows], "d:", label=f"{title} ({name})")
     ax.set_xlabel("cycle")
     ax.set_xticks(cycles)
-    return _save(fig, ax, run_dir / "safety.png", "raylign: safety vs. over-refusal per cycle")
+    return _save(fig, ax, where, "safety.png", "raylign: safety vs. over-refusal per cycle")
 
 
-def _save(fig, ax, path: Path, title: str) -> Path:
-    """Rates on [0, 1], a light grid, the legend and the title; written to `path`."""
+def _save(fig, ax, where: RunStorage | str | Path, name: str, title: str) -> str:
+    """Rates on [0, 1], a light grid, the legend and the title; written as `name` in the run's storage."""
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    return path
+    return RunStorage.of(where).write_bytes(name, png.getvalue())
 
 
 BARS = {"cares": [("safety", "safety_score"), ("harmful refused", "harmful_refusal_rate"),
@@ -163,7 +163,7 @@ BARS = {"cares": [("safety", "safety_score"), ("harmful refused", "harmful_refus
 """The bars of each suite kind in eval.png."""
 
 
-def plot_comparison(run_dir: Path, records: list[dict], suites: list[str]) -> Path:
+def plot_comparison(where: RunStorage | str | Path, records: list[dict], suites: list[str]) -> str:
     """eval.png for `raylign eval`: each suite's figures, one bar per policy."""
     bars = [(name, title, key) for name in suites if name in records[0]["suites"]
             for title, key in BARS[records[0]["suites"][name]["kind"]]]
@@ -174,4 +174,4 @@ def plot_comparison(run_dir: Path, records: list[dict], suites: list[str]) -> Pa
                label=str(r["policy"]))
     ax.set_xticks([j + width * (len(records) - 1) / 2 for j in range(len(bars))])
     ax.set_xticklabels([f"{title}\n({name})" for name, title, _ in bars], fontsize=7)
-    return _save(fig, ax, run_dir / "eval.png", "raylign eval: policies side by side")
+    return _save(fig, ax, where, "eval.png", "raylign eval: policies side by side")

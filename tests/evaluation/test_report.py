@@ -1,6 +1,7 @@
 """The tables and plots a person reads: one per suite, cycles a suite skipped left out."""
 
 import math
+from pathlib import Path
 
 from raylign.evaluation import report
 
@@ -27,7 +28,7 @@ def test_a_suite_evaluated_every_other_cycle_leaves_its_gaps(tmp_path):
     headline, suite = table.split("\n\n")
     assert [line.split()[0] for line in headline.splitlines()[2:]] == ["0", "2"]
     assert [line.split()[:2] for line in suite.splitlines()[3:]] == [["0", "0.300"], ["1", "0.200"], ["2", "0.100"]]
-    assert report.plot(tmp_path, records).stat().st_size > 1000
+    assert Path(report.plot(tmp_path, records)).stat().st_size > 1000
     line = report.cycle_line(records[1], "held_out")
     assert line == "cycle 1: [xstest] safe refused 0.200 (with partial 0.500) | unsafe complied 0.100 | evaluate 1.0s"
 
@@ -41,4 +42,4 @@ def test_two_policies_side_by_side_with_their_difference(tmp_path):
                                      ["A", "runs/r", "0.100"], ["B", "embedded", "0.300"], ["A", "-", "B"]]
     assert rows[2][3] == "0.300" and rows[5][3] == "-0.200"
     assert math.isnan(float(rows[2][6]))  # level 1 has no answers in either
-    assert report.plot_comparison(tmp_path, [a, b], ["held_out", "xstest"]).stat().st_size > 1000
+    assert Path(report.plot_comparison(tmp_path, [a, b], ["held_out", "xstest"])).stat().st_size > 1000
