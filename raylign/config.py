@@ -721,7 +721,9 @@ class Config(_Section):
     """Alignment cycles after the cycle-0 evaluation of the starting policy."""
     algorithm: Literal["dpo", "kto", "modpo"] = "dpo"
     out: str | None = Field(None, json_schema_extra=WHERE)
-    """Run folder; None makes a fresh dated folder under runs/."""
+    """The run's storage: a folder, or a pyarrow filesystem URI (s3://bucket/runs/r1, gs://...)
+    that holds everything the run keeps (raylign/storage.py); None makes a fresh dated folder
+    under runs/."""
     model: ModelConfig = ModelConfig()
     prompts: PromptsConfig = PromptsConfig()
     generator: GeneratorConfig = GeneratorConfig()

@@ -256,7 +256,8 @@ def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbe
     """Run storage with no shared disk. The run lives in an S3-compatible server on loopback, on a
     cluster of three Ray nodes with a scratch folder each: a head (generator, judge, buffer) and
     two learner nodes. Its driver is SIGKILLed in cycle 0 or 1, and a fresh process in another
-    working folder resumes it from the URI alone with `--set cycles=2`; in cycle 2 the node that
+    working folder resumes it from the URI alone with `--set cycles=2`, and with twice the judge
+    replicas on other resources (where it runs may change); in cycle 2 the node that
     holds the learner is lost mid-training, the group is placed on the other learner node, which
     never saw the run, and trains again from the cycle-1 checkpoint it downloads from storage.
     Every cycle equals the undisturbed run's, down to the adapters' bytes."""
@@ -311,7 +312,9 @@ def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbe
 
             loser = threading.Thread(target=lose_the_learners_node, daemon=True)
             loser.start()
-            resumed = subprocess.run([*cli, "--resume", uri, "--set", "cycles=2"], cwd=second_dir, env=env,
+            # On another cluster shape too: two judge replicas instead of one, on other resources.
+            resumed = subprocess.run([*cli, "--resume", uri, "--set", "cycles=2", "--set", "judges.0.replicas=2",
+                                      "--set", "judges.0.resources={head: 0.02}"], cwd=second_dir, env=env,
                                      capture_output=True, text=True, timeout=900)
             loser.join(timeout=5)
             assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -320,6 +323,7 @@ def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbe
             print(f"seed {SEED}: killed the driver {fault}; resumed from {uri.split('?')[0]}; lost learner node "
                   f"{lost} in cycle 2's training, {records[2]['training']['retries']} retry")
             assert died_in[0] == fault.landed and state.starts == 2
+            assert len(state.nodes["judge.rules"]) == 2  # the resumed run's shape
             assert lost and records[2]["training"]["retries"] == 1
             survivor = scratch["learner-b" if lost == [0] else "learner-a"]
             # The retry downloaded the cycle-1 checkpoint into the surviving node's own scratch.
