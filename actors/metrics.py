@@ -36,9 +36,9 @@ midpoints: read latencies from the buckets.
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
-import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -141,6 +141,16 @@ class RunMetrics:
 _kept: dict[tuple[str, str], tuple[metrics.Gauge, float]] = {}
 _kept_lock = threading.Lock()
 _keeper: list[threading.Thread] = []
+_stopping = threading.Event()
+
+
+@atexit.register
+def _stop_keeping() -> None:
+    """Stop the keeper before the interpreter tears down: a daemon thread that wakes into Ray's
+    native code during finalization can crash the process at exit."""
+    _stopping.set()
+    if _keeper and _keeper[0].is_alive():
+        _keeper[0].join(timeout=5)
 
 
 def _keep_set(gauge: metrics.Gauge, value: float, run: str) -> None:
@@ -157,8 +167,7 @@ def _keep_set(gauge: metrics.Gauge, value: float, run: str) -> None:
 
 
 def _keep(node: str) -> None:
-    while True:
-        time.sleep(1.0)
+    while not _stopping.wait(1.0):
         with _kept_lock:
             if not ray.is_initialized() or ray.get_runtime_context().get_node_id() != node:
                 _kept.clear()  # the session ended: its gauges go with it
