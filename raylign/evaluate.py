@@ -72,7 +72,8 @@ def _run_policy(spec: str, run: RunStorage, cycle_part: str) -> PolicySpec:
     if run_cfg.learner.finetune == "full":  # transformers loads a model folder, so a local copy of it
         return PolicySpec(spec, str(run.local(f"policies/cycle_{cycle:03d}")), BASE, None)
     adapter = f"adapters/cycle_{cycle:03d}"
-    return PolicySpec(spec, run_cfg.model.path, PolicyVersion(cycle, "lora", run.uri(adapter)), _adapter_rank(run, adapter))
+    return PolicySpec(spec, run_cfg.model.path, PolicyVersion(cycle, "lora", run.uri(adapter)),
+                      _adapter_rank(run, adapter))
 
 
 class Evaluator(Driver):
@@ -80,7 +81,8 @@ class Evaluator(Driver):
 
     trains = False
 
-    def __init__(self, cfg: Config, run_dir: str | Path, policies: list[PolicySpec], log: Callable[[str], None] = print):
+    def __init__(self, cfg: Config, run_dir: str | Path, policies: list[PolicySpec],
+                 log: Callable[[str], None] = print):
         super().__init__(cfg, run_dir, log)
         self.policies = policies
         self._current: PolicySpec = policies[0]
