@@ -11,7 +11,6 @@ run) leaves each row once. The actor holds nothing but its root, so it restarts 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 
 from raylign.actors.metrics import RunMetrics
 from raylign.data.schemas import TABLES
+from raylign.storage import RunStorage
 
 
 class PreferenceBuffer:
@@ -27,9 +27,8 @@ class PreferenceBuffer:
 
     def __init__(self, root: str, run: str = ""):
         """`run`: the run's name, the tag of the rows and bytes it counts (actors/metrics.py)."""
-        if "://" not in root:
-            root = str(Path(root).expanduser().resolve())
-        self.fs, self.root = pafs.FileSystem.from_uri(root)
+        storage = RunStorage(root)  # a folder made absolute, or a URI with its query
+        self.fs, self.root = storage.fs, storage.root
         self.fs.create_dir(self.root, recursive=True)
         self.metrics = RunMetrics(run)
 

@@ -46,6 +46,7 @@ import ray
 from ray.util import metrics
 
 from raylign.evaluation.scoring import UNJUDGED
+from raylign.events import cycle_figures
 
 SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
 
@@ -67,7 +68,6 @@ SPECS = {  # name: (kind, tags besides run, description)
     "erroneous_refusal_rate": ("gauge", (), "Harmless prompts (level 0) refused, last evaluated cycle"),
     "invalid_rate": ("gauge", (), "Answers judged Invalid, last evaluated cycle"),
 }
-HEADLINE = ("safety_score", "harmful_refusal_rate", "erroneous_refusal_rate", "invalid_rate")
 
 
 class RunMetrics:
@@ -120,9 +120,8 @@ class RunMetrics:
 
     def cycle(self, record: dict) -> None:
         """An evaluated cycle's metrics.json record: the headline gauges, kept set."""
-        figures = {"cycle": record["cycle"], **{k: record.get(k) for k in HEADLINE}}
-        for name, value in figures.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
+        for name, value in cycle_figures(record).items():  # the run log's cycle event, less pairs and loss
+            if name in SPECS and isinstance(value, (int, float)) and math.isfinite(value):
                 _keep_set(self._metric(name), float(value), self.run)
 
     # -- actors ---------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def test_a_killed_driver_resumes_where_it_died_and_the_run_loses_no_row(undistur
 
 
 
-def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbed, config, tmp_path):
+def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbed, config, tmp_path, monkeypatch):
     """Run storage with no shared disk. The run lives in an S3-compatible server on loopback, on a
     cluster of three Ray nodes with a scratch folder each: a head (generator, judge, buffer) and
     two learner nodes. Its driver is SIGKILLed in cycle 0 or 1, and a fresh process in another
@@ -273,7 +273,8 @@ def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbe
                                                                 "env_vars": node_env["head"]})
         learner_nodes = [cluster.add_node(num_cpus=1, resources={"learner": 1}, env_vars=node_env[name])
                          for name in ("learner-a", "learner-b")]
-        os.environ.update(s3.env)  # this process reads the run's state from the server too
+        for key, value in s3.env.items():  # this process reads the run's state from the server too
+            monkeypatch.setenv(key, value)
         try:
             uri = s3.uri("runs/faults")
             cfg = config.model_copy(deep=True)
@@ -332,6 +333,4 @@ def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbe
             assert_same_as(undisturbed, finished_run(uri, records))
             assert not list(first_dir.iterdir()) and not list(second_dir.iterdir())  # nothing written where they ran
         finally:
-            for name in s3.env:
-                os.environ.pop(name, None)
             cluster.shutdown()

@@ -9,17 +9,10 @@ from raylign.testing import LoopbackS3
 
 @pytest.fixture(scope="module")
 def s3():
-    import os
-
-    with LoopbackS3() as server:
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)
+    with LoopbackS3() as server, pytest.MonkeyPatch.context() as env:
+        for key, value in server.env.items():  # pyarrow reads the credentials from the environment
+            env.setenv(key, value)
         yield server
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_a_uri_keeps_its_query_when_a_path_is_joined():
