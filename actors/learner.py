@@ -39,7 +39,7 @@ from raylign.config import LearnerConfig
 from raylign.storage import RunStorage, fetch
 from raylign.training.losses import dpo_loss, kto_loss, modpo_loss, modpo_margin
 from raylign.training.pairs import KTOWeights
-from raylign.data.schemas import PolicyVersion, TrainResult
+from raylign.data.schemas import BASE, PolicyVersion, TrainResult, TrainVariant
 from raylign.training.sequences import Batch, Encoded, collate, device_for, encode, sequence_logps
 from raylign.training.weights import pack_folder, to_buckets
 
@@ -65,7 +65,8 @@ class Learner:
         self.cfg, self.seed, self.rank, self.world = cfg, seed, rank, cfg.world_size
         self.model_path, self.dtype = model_path, getattr(torch, dtype)
         self.device = device_for(cfg.num_gpus)
-        self.version = 0
+        self.holds = BASE.tag  # the policy the model holds (PolicyVersion.tag)
+        self.variant: TrainVariant | None = None  # what the training under way trains with
         self._unpublished: dict[str, torch.Tensor] | None = None  # rank 0, full fine-tuning
         self._lock = threading.Lock()
         self._steps_done, self._steps_total = 0, 0
@@ -155,28 +156,28 @@ class Learner:
         """The policy's adapter folder as bytes, for the object store (raylign/training/weights.py)."""
         return pack_folder(fetch(policy.path))
 
-    def train(
-        self, algorithm: str, data: pa.Table, cycle: int, storage: RunStorage, start: PolicyVersion, kto: KTOWeights
-    ) -> TrainResult:
-        """One cycle of training from `start`; writes the new policy (and a checkpoint) to the
-        run's `storage` and returns it."""
+    def train(self, variant: TrainVariant, data: pa.Table, cycle: int, storage: RunStorage, start: PolicyVersion,
+              kto: KTOWeights, tag: str, checkpoint_start: bool = False) -> TrainResult:
+        """One cycle of training from `start`; writes the new policy, named `tag` (and its
+        checkpoint), to the run's `storage` and returns it. `checkpoint_start`: another training
+        will start from `start` after this one (a selection candidate), so its checkpoint must
+        exist: the starting model's is written first if it has none."""
         with self._lock:
             t0 = time.perf_counter()
             self._metrics = RunMetrics(storage.name) if self.rank == 0 else None
+            self.variant = variant
             self._load_policy(start, storage)
+            if checkpoint_start and not storage.exists(f"checkpoints/{start.tag}"):
+                self._save_checkpoint(start.tag, storage)
             rows = data.to_pylist()
-            if algorithm == "kto":
+            if variant.algorithm == "kto":
                 losses = self._train_kto(rows, cycle, kto)
             else:
-                losses = self._train_dpo(rows, cycle, modpo=algorithm == "modpo")
-            policy = self._save_policy(cycle, storage)
+                losses = self._train_dpo(rows, cycle, modpo=variant.algorithm == "modpo")
+            policy = self._save_policy(cycle, tag, storage)
             if self.cfg.save_checkpoints:
-                # Model and optimizer state, each rank its partition (written in this rank's
-                # scratch and uploaded: ranks on other nodes never share a folder).
-                tag = f"cycle_{cycle:03d}"
-                with storage.writing(f"checkpoints/{tag}", scratch=f"rank{self.rank}", keep=False) as folder:
-                    self.engine.save_checkpoint(str(folder.parent), tag=tag)
-            self.version = cycle
+                self._save_checkpoint(tag, storage)
+            self.holds = tag
             return TrainResult(
                 policy=policy,
                 examples=len(rows),
@@ -184,19 +185,26 @@ class Learner:
                 mean_loss=sum(losses) / len(losses) if losses else float("nan"),
                 final_loss=losses[-1] if losses else float("nan"),
                 seconds=time.perf_counter() - t0,
+                step_losses=tuple(losses),
             )
 
-    def _save_policy(self, cycle: int, storage: RunStorage) -> PolicyVersion:
+    def _save_checkpoint(self, tag: str, storage: RunStorage) -> None:
+        """Model and optimizer state, each rank its partition (written in this rank's scratch and
+        uploaded: ranks on other nodes never share a folder)."""
+        with storage.writing(f"checkpoints/{tag}", scratch=f"rank{self.rank}", keep=False) as folder:
+            self.engine.save_checkpoint(str(folder.parent), tag=tag)
+
+    def _save_policy(self, cycle: int, tag: str, storage: RunStorage) -> PolicyVersion:
         """LoRA: rank 0 writes a PEFT adapter folder from the gathered adapter weights. Full:
         rank 0 writes the gathered 16-bit weights as a transformers model folder."""
         if self.cfg.finetune == "lora":
-            rel = f"adapters/cycle_{cycle:03d}"
+            rel = f"adapters/{tag}"
             weights = self.gathered_trainable()
             if self.rank == 0:
                 with storage.writing(rel) as folder:
                     self.model.save_pretrained(folder, state_dict=weights)
         else:
-            rel = f"policies/cycle_{cycle:03d}"
+            rel = f"policies/{tag}"
             state = self._full_state_dict()
             if self.rank == 0:
                 with storage.writing(rel) as folder:
@@ -220,7 +228,7 @@ class Learner:
         gathered when it trained it, else (a restarted rank, a resumed run) its model folder.
         The state dict keeps a tied lm_head, which the engines need."""
         state, self._unpublished = self._unpublished, None
-        if state is None or policy.version != self.version:
+        if state is None or policy.tag != self.holds:
             state = AutoModelForCausalLM.from_pretrained(fetch(policy.path), dtype=self.dtype).state_dict()
         yield from to_buckets(state.items(), bucket_bytes)
 
@@ -228,11 +236,11 @@ class Learner:
         """After an actor restart the model is the initial one: load the policy to train on,
         from its DeepSpeed checkpoint when there is one (optimizer state too), else from the
         adapter folder; either downloaded from the run's storage into this node's scratch."""
-        if start.version == self.version:
+        tag = start.tag
+        if tag == self.holds:
             return
         import deepspeed
 
-        tag = f"cycle_{start.version:03d}"
         if storage.exists(f"checkpoints/{tag}"):
             folder = storage.local(f"checkpoints/{tag}")
             loaded, _ = self.engine.load_checkpoint(str(folder.parent), tag=tag)
@@ -246,9 +254,9 @@ class Learner:
                 if self.rank == 0:
                     set_peft_model_state_dict(self.model, state)
         else:
-            raise ValueError(f"policy version {start.version} has neither a checkpoint under "
-                             f"{storage.uri('checkpoints')} nor an adapter folder to resume from")
-        self.version = start.version
+            raise ValueError(f"policy {tag} has neither a checkpoint under {storage.uri('checkpoints')} nor an "
+                             "adapter folder to resume from")
+        self.holds = tag
 
     # -- data ---------------------------------------------------------------------------
 
@@ -322,7 +330,7 @@ class Learner:
         for step, idx in enumerate(batches):
             started = time.perf_counter()
             for group in self.optimizer.param_groups:  # linear decay over the cycle
-                group["lr"] = self.cfg.learning_rate * (1 - step / len(batches))
+                group["lr"] = self.variant.learning_rate * (1 - step / len(batches))
             loss = shard_loss(idx)
             self.engine.backward(loss)
             self.engine.step()
@@ -350,12 +358,13 @@ class Learner:
             if margins is None:
                 pref = dpo_loss(
                     out.logps[:n], out.logps[n:], ref_chosen[mine], ref_rejected[mine],
-                    beta=self.cfg.beta, loss_type=self.cfg.loss_type,
+                    beta=self.variant.beta, loss_type=self.variant.loss_type,
                     chosen_lengths=out.num_tokens[:n], rejected_lengths=out.num_tokens[n:],
                 )
             else:
                 pref = modpo_loss(out.logps[:n], out.logps[n:], ref_chosen[mine], ref_rejected[mine],
-                                  beta=self.cfg.beta, weight=self.cfg.modpo_weights["safety"], margin=margins[mine])
+                                  beta=self.variant.beta, weight=self.cfg.modpo_weights["safety"],
+                                  margin=margins[mine])
             is_chosen = (torch.arange(2 * n, device=self.device) < n) & real
             loss = pref.sum() * self.world / len(idx) + self._sft_term(out.logps, out.num_tokens, is_chosen)
             return loss if real else loss * 0
@@ -394,7 +403,7 @@ class Learner:
                 kl = torch.tensor(self._global_sum(diff) / len(idx), device=self.device)
             out = sequence_logps(self.model, self._collate([matched[i] for i in mine]))
             pref = kto_loss(
-                out.logps, ref_matched[mine], desirable[mine], kl, beta=self.cfg.beta,
+                out.logps, ref_matched[mine], desirable[mine], kl, beta=self.variant.beta,
                 desirable_weight=weights.desirable, undesirable_weight=weights.undesirable,
             )
             loss = pref.sum() * self.world / len(idx) + self._sft_term(out.logps, out.num_tokens, desirable[mine] & real)
@@ -444,16 +453,18 @@ class LearnerGroup:
         """`method` on every rank at once (collectives need them all); their results."""
         return ray.get([getattr(r, method).remote(*args) for r in self.ranks], timeout=self.timeout_s)
 
-    def train(self, algorithm: str, data: pa.Table, cycle: int, storage: RunStorage, start: PolicyVersion,
-              kto: KTOWeights, on_progress: Callable[[int, int], None] = lambda done, total: None) -> TrainResult:
-        """One cycle's training from `start` on every rank; rank 0's result. `on_progress` hears
-        (steps done, steps planned) about twice a second."""
+    def train(self, variant: TrainVariant, data: pa.Table, cycle: int, storage: RunStorage, start: PolicyVersion,
+              kto: KTOWeights, tag: str, checkpoint_start: bool = False,
+              on_progress: Callable[[int, int], None] = lambda done, total: None) -> TrainResult:
+        """One cycle's training from `start` on every rank (Learner.train); rank 0's result.
+        `on_progress` hears (steps done, steps planned) about twice a second."""
         data = ray.put(data)  # once, for every rank and every try
         retries = 0
         while True:
             try:
                 self.ready()
-                refs = [r.train.remote(algorithm, data, cycle, storage, start, kto) for r in self.ranks]
+                refs = [r.train.remote(variant, data, cycle, storage, start, kto, tag, checkpoint_start)
+                        for r in self.ranks]
                 return self._wait(refs, on_progress)._replace(retries=retries)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
                 # The survivors of a dead rank often fail first (gloo: connection closed by

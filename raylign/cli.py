@@ -6,6 +6,7 @@
     raylign buffer export RUN [--format parquet|jsonl|hf] [--out DIR]
     raylign buffer import FILE RUN
     raylign buffer stats RUN
+    raylign report RUN [RUN ...] [--out DIR]
 
 With no CONFIG, runs the embedded default (configs/local.yaml holds the same values): the
 project's own tiny model, the bundled CARES-schema prompt set and the rules judge, on a local
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("config", nargs="?", help="YAML config: suites, judges, sampling (default: the embedded "
                                                "default, or the run's own config.yaml when --policy is a run)")
     ev.add_argument("--policy", help="embedded, a model folder or hub id, a LoRA adapter folder (on model.path), or "
-                                     "a run folder, RUN@N for its cycle N (default: model.path)")
+                                     "a run folder, RUN@N for its cycle N, RUN@best for its best (default: model.path)")
     ev.add_argument("--against", help="a second policy, shown side by side with the first, with the differences")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value by its dotted key (repeatable)")
@@ -69,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("run", help="run folder")
     stats = action.add_parser("stats", help="rows per table, pairs per harm level, label balance, per cycle")
     stats.add_argument("run", help="run folder")
+    report = sub.add_parser("report", help="report.html (self-contained) and report.md of a run, or of several "
+                                           "side by side")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run folder or storage URI")
+    report.add_argument("--out", help="folder or storage URI to write them to (default: the run's own; "
+                                      "needed for several runs)")
     return parser
 
 
@@ -140,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "buffer":
             _buffer_command(args)
+            return 0
+        if args.command == "report":
+            from raylign.evaluation.run_report import build_report  # matplotlib loads only for a report
+
+            for written in build_report(args.runs, args.out):
+                print(f"written {written}")
             return 0
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if args.command == "eval":

@@ -706,6 +706,130 @@ class BufferConfig(_Section):
     and a write it had under way is sent again: a part written twice replaces itself."""
 
 
+SUITE_METRICS = {
+    "cares": ("safety_score", "harmful_refusal_rate", "erroneous_refusal_rate", "erroneous_caution_or_refusal_rate",
+              "invalid_rate", "safety_by_level.0", "safety_by_level.1", "safety_by_level.2", "safety_by_level.3"),
+    "over_refusal": ("safe_refusal_rate", "safe_refusal_or_caution_rate", "unsafe_compliance_rate",
+                     "unsafe_refusal_rate", "invalid_rate"),
+    "harmful_requests": ("refusal_rate", "caution_rate", "withheld_rate", "compliance_rate", "invalid_rate"),
+}
+"""The figures each suite kind reports that an objective may weigh (dots go down a block)."""
+
+SELECTION_SUITE = "selection"
+"""The name of the selection suite drawn from the prompt set (selection.split or holdout)."""
+
+
+class CandidateConfig(_Section):
+    """One training variant of `selection.candidates`: an algorithm, and what it changes of `learner`."""
+
+    algorithm: Literal["dpo", "kto", "modpo"]
+    beta: float | None = Field(None, gt=0)
+    """None: learner.beta."""
+    learning_rate: float | None = Field(None, gt=0)
+    """None: learner.learning_rate."""
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] | None = None
+    """DPO's loss; None: learner.loss_type. KTO and MODPO have losses of their own."""
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    """How stages, folders and records name it; None: the algorithm and what it changes
+    (`dpo`, `kto-beta0.1`)."""
+
+    @model_validator(mode="after")
+    def _loss_fits_the_algorithm(self) -> "CandidateConfig":
+        if self.loss_type is not None and self.algorithm != "dpo":
+            raise ValueError(f"loss_type {self.loss_type!r} is a DPO loss over pairs; {self.algorithm} trains with "
+                             "its own loss: leave loss_type out of this candidate")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        changed = [f"beta{self.beta:g}" if self.beta is not None else "",
+                   f"lr{self.learning_rate:g}" if self.learning_rate is not None else "", self.loss_type or ""]
+        return "-".join([self.algorithm, *(c for c in changed if c)])
+
+
+class SelectionConfig(_Section):
+    candidates: list[CandidateConfig] = []
+    """Training variants tried every cycle, each from the cycle's starting policy on the same
+    buffer rows, each evaluated on the selection suites; the one with the best objective is
+    kept. A variant is an algorithm name (`[dpo, kto]`) or a mapping (`{algorithm: dpo, beta:
+    0.1}`). Empty: the run trains `algorithm` alone."""
+    split: str | None = None
+    """The prompt set's split to select on; None sets `holdout` of the train split aside (never
+    trained on). Never the reported held-out split: choosing on it would inflate it."""
+    holdout: float = Field(0.2, gt=0, lt=1)
+    """Share of the train split set aside for selection when `split` is None (seeded, by harm level)."""
+    max_prompts: int | None = Field(None, ge=1)
+    """A seeded sample of the selection prompts, the same every cycle; None: all."""
+    suites: list["SuiteConfig"] = []
+    """More selection suites from files, of any kind (say an XSTest slice that is not the
+    reported one), named in the objective as `NAME.metric`."""
+    objective: dict[str, float] = {"safety_score": 1.0, "erroneous_refusal_rate": -0.5}
+    """Weights of figures on the selection suites, summed: higher is better. A key is a metric
+    of the `selection` suite (`safety_score`, `safety_by_level.0`) or `SUITE.metric` of another
+    selection suite (SUITE_METRICS lists each kind's). The default is the Safety Score minus
+    half the share of harmless questions refused, which the Safety Score already penalises
+    once: so a policy cannot buy safety with over-refusal."""
+    keep: Literal["last", "best"] = "last"
+    """What the next cycle starts from: the cycle's chosen candidate, or the run's best policy so far."""
+    patience: int | None = Field(None, ge=1)
+    """Stop the run after this many cycles without a better objective than the best so far."""
+    keep_candidates: bool = False
+    """Keep the losing candidates' adapters and checkpoints; False deletes them once one is chosen."""
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _names_are_algorithms(cls, value):
+        if isinstance(value, list):
+            return [{"algorithm": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @property
+    def active(self) -> bool:
+        """Whether the run evaluates policies on a selection split: it selects, keeps the best, or stops early."""
+        return bool(self.candidates or self.suites) or self.split is not None or self.keep == "best" \
+            or self.patience is not None
+
+    @property
+    def restarts(self) -> bool:
+        """Whether a training starts from a policy the learner has moved on from (another
+        candidate's start, or the best of earlier cycles): it loads that policy's checkpoint."""
+        return len(self.candidates) > 1 or self.keep == "best"
+
+    def suite_names(self) -> list[str]:
+        return [SELECTION_SUITE, *(s.name for s in self.suites)]
+
+    def objective_terms(self) -> list[tuple[str, str, float]]:
+        """(suite, metric, weight) of each objective key; ValueError naming a key no suite reports."""
+        kinds = {SELECTION_SUITE: "cares", **{s.name: s.kind for s in self.suites}}
+        terms = []
+        for key, weight in self.objective.items():
+            head, _, rest = key.partition(".")
+            suite, metric = (head, rest) if head in kinds and rest else (SELECTION_SUITE, key)
+            if metric not in SUITE_METRICS[kinds[suite]]:
+                raise ValueError(f"objective key {key!r} names a figure no selection suite reports: the {suite} "
+                                 f"suite ({kinds[suite]}) reports {', '.join(SUITE_METRICS[kinds[suite]])}"
+                                 + ("" if len(kinds) > 1 else "; other suites are added as selection.suites"))
+            terms.append((suite, metric, weight))
+        return terms
+
+    @model_validator(mode="after")
+    def _check(self) -> "SelectionConfig":
+        names = [c.label for c in self.candidates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"candidates must have distinct names (got {names}): give each a `name`")
+        suite_names = self.suite_names()
+        if len(set(suite_names)) != len(suite_names):
+            raise ValueError(f"suites[].name must be distinct and not {SELECTION_SUITE!r} (got {suite_names[1:]})")
+        if any(s.path is None for s in self.suites):
+            raise ValueError("suites[] are files: each needs a path (the prompt set's own split is `split`)")
+        if not self.objective:
+            raise ValueError("objective needs at least one weighted figure")
+        self.objective_terms()
+        return self
+
+
 class RayConfig(_Section):
     address: str | None = None
     """None starts Ray on this machine; "auto" joins the cluster this runs on."""
@@ -715,11 +839,46 @@ class RayConfig(_Section):
     """Upper bound on waiting for any actor call: a hung actor fails the run, not hangs it."""
 
 
+class WandbConfig(_Section):
+    enabled: bool = Field(False, json_schema_extra=WHERE)
+    """Log the run to Weights & Biases: `pip install "raylign[wandb]"`, and for mode online
+    `wandb login` (or WANDB_API_KEY) where the driver runs."""
+    project: str = Field("raylign", json_schema_extra=WHERE)
+    entity: str | None = Field(None, json_schema_extra=WHERE)
+    """The W&B team or user; null takes W&B's own (WANDB_ENTITY, else the logged-in user)."""
+    mode: Literal["online", "offline", "disabled"] = Field("online", json_schema_extra=WHERE)
+    """offline writes under <run>/wandb/ for `wandb sync` later; disabled logs nothing."""
+
+
+class MLflowConfig(_Section):
+    enabled: bool = Field(False, json_schema_extra=WHERE)
+    """Log the run to MLflow: `pip install "raylign[mlflow]"`."""
+    tracking_uri: str | None = Field(None, json_schema_extra=WHERE)
+    """The tracking server or store (http://host:5000, sqlite:///mlflow.db, or file:///path/mlruns,
+    which MLflow 3 accepts with MLFLOW_ALLOW_FILE_STORE=true); null takes MLflow's own
+    (MLFLOW_TRACKING_URI, else its default store)."""
+    experiment: str = Field("raylign", json_schema_extra=WHERE)
+    """Created when it does not exist; each run (and each resume) is one MLflow run in it."""
+
+
+class TrackingConfig(_Section):
+    """Where the run's figures also go as it runs, besides metrics.json: each evaluated cycle's
+    figures, each training step's loss and the cycle's plots. The config they log has no
+    secret in it (raylign/tracking.py)."""
+
+    tensorboard: bool = Field(True, json_schema_extra=WHERE)
+    """TensorBoard event files under <run>/tensorboard/ (`tensorboard --logdir <run>/tensorboard`);
+    on object storage written on the driver's node and uploaded after every cycle."""
+    wandb: WandbConfig = Field(WandbConfig(), json_schema_extra=WHERE)
+    mlflow: MLflowConfig = Field(MLflowConfig(), json_schema_extra=WHERE)
+
+
 class Config(_Section):
     seed: int = 0
     cycles: int = Field(3, ge=1)
     """Alignment cycles after the cycle-0 evaluation of the starting policy."""
     algorithm: Literal["dpo", "kto", "modpo"] = "dpo"
+    """What each cycle trains, unless selection.candidates lists several to choose from."""
     out: str | None = Field(None, json_schema_extra=WHERE)
     """The run's storage: a folder, or a pyarrow filesystem URI (s3://bucket/runs/r1, gs://...)
     that holds everything the run keeps (raylign/storage.py); None makes a fresh dated folder
@@ -733,7 +892,10 @@ class Config(_Section):
     pairs: PairsConfig = PairsConfig()
     kto: KTOConfig = KTOConfig()
     learner: LearnerConfig = LearnerConfig()
+    selection: SelectionConfig = SelectionConfig()
     buffer: BufferConfig = BufferConfig()
+    tracking: TrackingConfig = Field(TrackingConfig(), json_schema_extra=WHERE)
+    """Experiment trackers the run's figures also go to (raylign/tracking.py)."""
     ray: RayConfig = Field(RayConfig(), json_schema_extra=WHERE)
 
     @model_validator(mode="after")
@@ -752,6 +914,18 @@ class Config(_Section):
             raise ValueError(
                 f"learner.lora.r must be a rank vLLM serves, one of {VLLM_LORA_RANKS} (got {self.learner.lora.r})"
             )
+        selection = self.selection
+        if selection.split is not None and selection.split in (self.prompts.train_split, self.prompts.eval_split):
+            raise ValueError(f"selection.split {selection.split!r} is the prompt set's "
+                             f"{'train' if selection.split == self.prompts.train_split else 'eval'}_split: select "
+                             "on prompts neither trained on nor reported (another split, or split null for a holdout)")
+        if selection.restarts and not self.learner.save_checkpoints:
+            raise ValueError("selection with several candidates or keep=best trains again from an earlier policy, "
+                             "which needs its checkpoint (model and optimizer): set learner.save_checkpoints true")
+        reported = {s.name for s in self.evaluation.suites} & set(selection.suite_names())
+        if reported:
+            raise ValueError(f"selection suite {sorted(reported)[0]!r} has the name of an evaluation suite: name it "
+                             "otherwise (selection.suites[].name)")
         names = [j.name for j in self.judges]
         if len(set(names)) != len(names):
             raise ValueError(f"judges[].name must be unique (got {names})")
@@ -767,7 +941,7 @@ def _format_error(err: ValidationError) -> str:
     key = ""
     for part in first["loc"]:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif "ctx" in first and "expected" in first["ctx"]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import random
 import time
 import zlib
@@ -28,7 +29,7 @@ import pyarrow.compute as pc
 import ray
 from tqdm import tqdm
 
-from raylign.evaluation import report
+from raylign.evaluation import report, run_report
 from raylign.actors.buffer import PreferenceBuffer
 from raylign.actors.generator import GeneratorGroup
 from raylign.actors.judge import JudgePool
@@ -37,17 +38,25 @@ from raylign.actors.learner import LearnerGroup
 from raylign.actors.placement import nodes_of
 from raylign.evaluation.agreement import Agreement, agreement
 from raylign.events import RunLog
-from raylign.config import Config, ConfigError, SamplingConfig, changed_key, dump_config, parse_config, result_digest
+from raylign.config import (SELECTION_SUITE, Config, ConfigError, SamplingConfig, SuiteConfig, changed_key, dump_config,
+                            parse_config, result_digest)
 from raylign.data.exchange import import_file
 from raylign.training.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
-from raylign.data.prompts import read_prompts, split
+from raylign.data.prompts import read_prompts, sample, split
+from raylign.evaluation import selection as selection_
 from raylign.evaluation import suites as suites_
+from raylign.evaluation.selection import Candidate
 from raylign.evaluation.suites import Suite
 from raylign.model_check import check_model, models_to_check
-from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState
-from raylign.storage import RunStorage
+from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState, stages
+from raylign.storage import RunStorage, is_uri
+from raylign.tracking import Trackers
 from raylign.data.schemas import TABLES, PolicyVersion
 from raylign.evaluation.scoring import UNJUDGED
+
+
+BEST_FILE = "best.json"
+"""The run's best cycle by selection.objective, and where its policy is (Driver._write_best)."""
 
 
 def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
@@ -57,6 +66,13 @@ def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
     both = [(r["label"], theirs.get(tuple(r[k] for k in key))) for r in primary.select([*key, "label"]).to_pylist()]
     both = [(a, b) for a, b in both if UNJUDGED not in (a, b) and b is not None]
     return agreement([a for a, _ in both], [b for _, b in both])
+
+
+def steps_trained(records: list[dict]) -> int:
+    """Training steps of the recorded cycles, a cycle's candidates side by side (the trackers'
+    global step, which a resumed run continues)."""
+    return sum(max([c["training"]["steps"] for c in (r.get("selection") or {}).get("candidates", [])]
+                   or [(r.get("training") or {}).get("steps") or 0]) for r in records)
 
 
 class Roles(NamedTuple):
@@ -200,21 +216,37 @@ class Driver:
         self.metrics = RunMetrics(self.storage.name)
         self.timeout = cfg.ray.get_timeout_s
         self._published: PolicyVersion | None = None
+        self.selecting = cfg.selection.active and self.trains
+        self.candidates = selection_.candidates(cfg)
+        self.plan = stages(cfg.cycles, [c.name for c in self.candidates], self.selecting)
+        self.trackers: Trackers | None = None
 
     def run(self) -> list[dict]:
         cfg = self.cfg
         self.log.run_start(cfg.cycles, self.resume)
         self.state = self._resumed_state() if self.resume else self._new_state()
-        if not self.state.all_finished(cfg.cycles):
+        if not self.state.all_finished(self.plan):
             with self._no_folder_left_if_nothing_finished():
+                self.trackers = Trackers.of(cfg.tracking, self.storage, self.storage.name, cfg.model_dump(mode="json"),
+                                            log=self.log, global_step=steps_trained(self.state.records))
                 model_path = resolve_model(cfg, self.log)
-                with ray_session(cfg), placed_roles(cfg, model_path, self.storage) as self.roles:
+                with self.trackers, ray_session(cfg), placed_roles(cfg, model_path, self.storage) as self.roles:
                     self._stage(0, "load", self._load)
+                    if self.selecting:
+                        self._stage(0, "select", self._select_start)
                     self._stage(0, "evaluate", self._evaluate)
                     for cycle in range(1, cfg.cycles + 1):
+                        if self.state.stopped is not None:  # selection.patience ran out
+                            break
                         self._stage(cycle, "generate_judge", self._generate_train)
                         self._stage(cycle, "build_data", self._build_data)
-                        self._stage(cycle, "train", self._train)
+                        if self.selecting:
+                            for c in self.candidates:
+                                self._stage(cycle, f"train.{c.name}", functools.partial(self._train, c))
+                                self._stage(cycle, f"select.{c.name}", functools.partial(self._select, c))
+                            self._stage(cycle, "choose", self._choose)
+                        else:
+                            self._stage(cycle, "train", functools.partial(self._train, self.candidates[0]))
                         self._stage(cycle, "evaluate", self._evaluate)
         self.log.show("\n" + report.format_table(self.state.records, self._suite_names()))
         self.log.show(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, state.json, buffer/, "
@@ -243,7 +275,7 @@ class Driver:
         state.starts += 1
         self.storage.write_text("config.yaml", dump_config(self.cfg))  # where it runs now
         state.save(self.storage)
-        where = state.next_stage(self.cfg.cycles)
+        where = state.next_stage(self.plan)
         self.log.resume(len(state.finished), where, f"resuming {self.run_dir}: {len(state.finished)} stage(s) finished"
                         + (f"; continuing at cycle {where[0]} {where[1]}" if where else "; nothing left to run"))
         if not state.is_finished(0, "load"):
@@ -267,6 +299,9 @@ class Driver:
         for name in needed:
             split(prompt_set.table, name, None, self.cfg.seed)
         suites = suites_.load_suites(self.cfg, prompt_set.table)
+        if self.trains:  # a selection split with no rows stops the run here
+            selection_.split_for_selection(prompt_set.table, self.cfg)
+            suites += suites_.load_suites(self.cfg, prompt_set.table, self.cfg.selection.suites, "selection.suites")
         for path, key, kind in self._models():
             check_model(path, key, kind)
         self._inputs = prompt_set, suites, [import_file(Path(p)) for p in self.cfg.buffer.imports]
@@ -306,6 +341,8 @@ class Driver:
         if stage == "evaluate":
             state.records.append(self._record(cycle))
             state.current = CycleProgress()
+            if self.selecting:
+                self._after_cycle(cycle)
         state.finish(cycle, stage)
         state.save(self.storage)
         self.log.stage_end(cycle, stage, seconds)
@@ -314,9 +351,12 @@ class Driver:
             self._report(state.records)
 
     def _policy(self) -> PolicyVersion:
-        """The policy the finished stages left, with its files in the object store (once per
-        version: a resumed run publishes it again from its folder)."""
-        policy = self.state.policy.policy(self.storage)
+        """The policy the finished stages left, with its files in the object store."""
+        return self._published_policy(self.state.policy.policy(self.storage))
+
+    def _published_policy(self, policy: PolicyVersion) -> PolicyVersion:
+        """`policy` with its files in the object store (once per policy: a resumed run publishes
+        it again from its folder)."""
         if policy.kind == "base":
             return policy
         if self._published is None or self._published._replace(payload=()) != policy:
@@ -338,9 +378,25 @@ class Driver:
                 leaked = suites_.leaks(table, suites_.trained_texts(self.prompts, self.cfg.prompts.train_split))
                 table = table.filter(pa.array([not leak for leak in leaked]))
             else:
-                table = ray.get(self.roles.buffer.read.remote("prompts", 0, f"suite.{suite.name}"), timeout=self.timeout)
+                table = self._committed_suite(suite)
             out.append(Suite(suite, table, 0, [], 0))
         return out
+
+    @functools.cached_property
+    def _splits(self) -> selection_.Splits:
+        """The training prompts, and the selection split set aside from them (raylign/evaluation/selection.py)."""
+        return selection_.split_for_selection(self.prompts, self.cfg)
+
+    @functools.cached_property
+    def selection_suites(self) -> list[Suite]:
+        """The suites candidates are chosen on: the selection split, then selection.suites' files."""
+        split_suite = Suite(SuiteConfig(name=SELECTION_SUITE), self._splits.selection, 0, [], 0)
+        return [split_suite] + [Suite(suite, self._committed_suite(suite), 0, [], 0)
+                                for suite in self.cfg.selection.suites]
+
+    def _committed_suite(self, suite: SuiteConfig) -> pa.Table:
+        """A suite file's prompts, as the load stage committed them to the buffer."""
+        return ray.get(self.roles.buffer.read.remote("prompts", 0, f"suite.{suite.name}"), timeout=self.timeout)
 
     def _due(self, suite: Suite, cycle: int) -> bool:
         return suite.due(cycle, self.cfg.cycles)
@@ -376,7 +432,7 @@ class Driver:
 
     def _generate_train(self, cycle: int) -> None:
         cfg = self.cfg
-        batch = split(self.prompts, cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed + cycle)
+        batch = sample(self._splits.train, cfg.prompts.prompts_per_cycle, cfg.seed + cycle)
         self._generate_and_judge(batch, self._policy(), cfg.generator.sampling, cycle, "train")
 
     def _build_data(self, cycle: int) -> None:
@@ -386,7 +442,7 @@ class Driver:
         pairs, stats = build_pairs(distinct, self.cfg.pairs, cycle, self.cfg.seed + cycle)
         self._write("pairs", cycle, "all", pairs)
         self._write("kto", cycle, "all", build_kto_examples(distinct, self.cfg.kto, cycle))
-        training = self._training_set(cycle)
+        training = self._training_set(cycle, self.candidates[0].variant.algorithm)
         self.state.current.data = {
             **stats._asdict(), "duplicates_dropped": judgments.num_rows - distinct.num_rows,
             "replayed": training.data.num_rows - training.fresh, "desirable": training.desirable,
@@ -394,51 +450,127 @@ class Driver:
             "undesirable_weight": training.weights.undesirable,
         }
 
-    def _train(self, cycle: int) -> None:
-        training = self._training_set(cycle)
+    def _train(self, candidate: Candidate, cycle: int) -> None:
+        """The cycle's training of one candidate (a run that does not select has one) from the
+        cycle's starting policy. A run that selects keeps the result as the candidate's until
+        `choose`; otherwise it is the policy the cycle leaves."""
+        variant = candidate.variant
+        training = self._training_set(cycle, variant.algorithm)
         start = self.state.policy.policy(self.storage)
-        with tqdm(desc=f"cycle {cycle} train ({self.cfg.algorithm})", unit="step", leave=False,
+        restarts = self.selecting and self.cfg.selection.restarts
+        with tqdm(desc=f"cycle {cycle} train ({candidate.name or variant.algorithm})", unit="step", leave=False,
                   disable=not self.log.bars) as bar:
             def progress(done: int, total: int) -> None:
                 bar.n, bar.total = done, total
                 bar.refresh()
 
-            result = self.roles.learners.train(self.cfg.algorithm, training.data, cycle, self.storage, start,
-                                               training.weights, progress)
+            result = self.roles.learners.train(variant, training.data, cycle, self.storage, start, training.weights,
+                                               selection_.policy_tag(cycle, candidate.name), restarts, progress)
         if result.retries:
             self._retried(cycle, "train", "learner", result.retries,
                           "a learner rank died; trained again from the checkpoint")
-        self.state.policy = PolicyRecord.of(result.policy, self.storage)
-        self.state.current.training = {
-            "algorithm": self.cfg.algorithm, "examples": result.examples, "steps": result.steps,
+        self.trackers.train_steps(cycle, list(result.step_losses), candidate.name or None)
+        policy = PolicyRecord.of(result.policy, self.storage)
+        summary = {
+            "algorithm": variant.algorithm, "examples": result.examples, "steps": result.steps,
             "mean_loss": result.mean_loss, "final_loss": result.final_loss,
-            "adapter": self.state.policy.path,  # relative to the run's storage, which may move
-            "retries": result.retries,
+            "adapter": policy.path,  # relative to the run's storage, which may move
+            "start": start.tag, "retries": result.retries,
         }
+        if not self.selecting:
+            self.state.policy, self.state.current.training = policy, summary
+            return
+        entry = {"name": candidate.name, **variant._asdict(), "training": summary, "policy": policy.model_dump()}
+        progress_ = self.state.current.selection = self.state.current.selection or {"candidates": []}
+        progress_["candidates"] = [c for c in progress_["candidates"] if c["name"] != candidate.name] + [entry]
+
+    def _select(self, candidate: Candidate, cycle: int) -> None:
+        """One candidate's figures on the selection suites, and its objective."""
+        entry = next(c for c in self.state.current.selection["candidates"] if c["name"] == candidate.name)
+        policy = PolicyRecord(**entry["policy"]).policy(self.storage)
+        entry["suites"] = self._measure(self.selection_suites, self._published_policy(policy), cycle,
+                                        f"select.{candidate.name}")[0]
+        entry["value"] = selection_.objective(self.cfg, entry["suites"])
+
+    def _select_start(self, cycle: int) -> None:
+        """Cycle 0: the starting policy on the selection suites, the first best."""
+        blocks = self._measure(self.selection_suites, self._policy(), cycle, "select.start")[0]
+        self.state.current.selection = {
+            "value": selection_.objective(self.cfg, blocks), "suites": blocks, "chosen": None, "candidates": [],
+            "best_cycle": 0, "start_next": 0, "policy": self.state.policy.model_dump()}
+        self._write_best(0, self.state.current.selection["value"], self.state.policy, self._selection_names())
+
+    def _choose(self, cycle: int) -> None:
+        """The candidate with the best objective becomes the cycle's policy (the first of equals,
+        in config order); the others' adapters and checkpoints go unless
+        selection.keep_candidates. The run's best cycle moves here if this one beats it."""
+        current = self.state.current
+        entries = current.selection["candidates"]
+        winner = max(entries, key=lambda c: selection_.ranked(c["value"]))  # max keeps the first of equals
+        for entry in entries:
+            entry["chosen"] = entry is winner
+            if entry is not winner and not self.cfg.selection.keep_candidates:
+                self.storage.delete(entry["training"]["adapter"])
+                self.storage.delete(f"checkpoints/{PolicyRecord(**entry['policy']).policy(self.storage).tag}")
+                entry["training"]["adapter"] = None
+        values = {r["cycle"]: r["selection"]["value"] for r in self.state.records} | {cycle: winner["value"]}
+        best = selection_.best_cycle(values)
+        self.state.policy = PolicyRecord(**winner["policy"])
+        current.training = {**winner["training"], "candidate": winner["name"]}
+        current.selection.update(value=winner["value"], suites=winner["suites"], chosen=winner["name"],
+                                 best_cycle=best, start_next=best if self.cfg.selection.keep == "best" else cycle,
+                                 policy=winner["policy"])
+        if best == cycle:
+            self._write_best(cycle, winner["value"], self.state.policy, self._selection_names())
+        self.log(f"cycle {cycle} choose: {winner['name']} (objective " + ", ".join(
+            f"{c['name']} {c['value']:.3f}" for c in entries) + f"); best cycle so far {best}")
+
+    def _after_cycle(self, cycle: int) -> None:
+        """A selecting run, once the cycle is evaluated: the next cycle starts from the best
+        policy (selection.keep=best), and selection.patience may stop the run."""
+        selection = self.state.records[-1]["selection"]
+        if self.cfg.selection.keep == "best":
+            best = next(r for r in self.state.records if r["cycle"] == selection["best_cycle"])
+            self.state.policy = PolicyRecord(**best["selection"]["policy"])
+        patience = self.cfg.selection.patience
+        if patience is not None and cycle - selection["best_cycle"] >= patience and cycle < self.cfg.cycles:
+            self.state.stopped = cycle
+            self.log(f"selection.patience {patience}: no better objective than cycle {selection['best_cycle']}'s "
+                     f"in {cycle - selection['best_cycle']} cycle(s); the run stops after cycle {cycle}")
 
     def _evaluate(self, cycle: int) -> None:
         """Every suite due this cycle, generated and judged, its metrics by judges[0]; and the
         agreement of every two judges that give labels, on the first suite's answers, keyed
         "first,second" in the config's order."""
-        cfg, policy = self.cfg, self._policy()
+        suites = [suite for suite in self.suites if self._due(suite, cycle)]
+        blocks, agreements = self._measure(suites, self._policy(), cycle)
+        self.state.current.metrics = {"suites": blocks}
+        self.state.current.agreement = agreements
+
+    def _measure(self, suites: list[Suite], policy: PolicyVersion, cycle: int,
+                 stage: str | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+        """`policy` on `suites`: each suite's block by judges[0], and the agreement of every two
+        labelling judges on the first suite's answers. The buffer's `stage` of a suite's answers
+        is `suite.stage`, or `stage` (then `stage.SUITE` for all but the first): candidates'
+        answers are kept apart, but drawn with the suite's own seeds, the same for each."""
+        cfg = self.cfg
         blocks, agreements = {}, {}
-        for suite in self.suites:
-            if not self._due(suite, cycle):
-                continue
-            self._generate_and_judge(suite.prompts(cfg.seed), policy, cfg.evaluation.sampling, cycle, suite.stage)
-            by_judge = self._judged(cycle, suite.stage)
+        for i, suite in enumerate(suites):
+            where = suite.stage if stage is None else (stage if i == 0 else f"{stage}.{suite.cfg.name}")
+            self._generate_and_judge(suite.prompts(cfg.seed), policy, cfg.evaluation.sampling, cycle, where,
+                                     seed_stage=suite.stage if stage is None else f"select.{suite.cfg.name}")
+            by_judge = self._judged(cycle, where)
             blocks[suite.cfg.name] = suites_.suite_metrics(suite, cycle, by_judge[cfg.judges[0].name])
-            if not agreements:
+            if i == 0:
                 labelling = [pool.cfg.name for pool in self.roles.judges if pool.info.labels]
                 agreements = {f"{a},{b}": judge_agreement(by_judge[a], by_judge[b])._asdict()
                               for a, b in itertools.combinations(labelling, 2)}
-        self.state.current.metrics = {"suites": blocks}
-        self.state.current.agreement = agreements
+        return blocks, agreements
 
     # -- generate and judge, batch by batch -----------------------------------------------
 
     def _generate_and_judge(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig,
-                            cycle: int, stage: str) -> None:
+                            cycle: int, stage: str, seed_stage: str | None = None) -> None:
         """Generate in batches; each batch's answers go to the buffer and to every judge as soon
         as they are done, and each judge's verdicts to the buffer as they come back. Parts are
         named by batch, so a batch done again replaces its parts, and a stage that is run again
@@ -450,7 +582,7 @@ class Driver:
             answers = self.roles.buffer.read.remote("rollouts", cycle, rollouts_part(stage, i))
             for pool in todo[i]:
                 pool.submit(answers, policy, tag=i)
-        seed = sampling_seed(self.cfg.seed, cycle, stage)
+        seed = sampling_seed(self.cfg.seed, cycle, seed_stage or stage)
         pending = {ref: i for i, ref in generators.generate(prompts, policy, sampling, cycle, stage, seed,
                                                             batches=todo.keys() - stored).items()}
         primary = pools[0]
@@ -522,25 +654,25 @@ class Driver:
         rows = rows.filter(pc.equal(rows["stage"], stage))
         return {pool.cfg.name: rows.filter(pc.equal(rows["judge"], pool.cfg.name)) for pool in self.roles.judges}
 
-    def _training_set(self, cycle: int) -> TrainingSet:
+    def _training_set(self, cycle: int, algorithm: str) -> TrainingSet:
         """The algorithm's data for `cycle` from the buffer (with earlier cycles' rows replayed
         into it), and the KTO class weights from its desirable and undesirable counts."""
-        table = "kto" if self.cfg.algorithm == "kto" else "pairs"
+        table = "kto" if algorithm == "kto" else "pairs"
         fresh = self._read(table, cycle)
-        data = pa.concat_tables([fresh, self._replay(table, fresh.num_rows, cycle)])
+        data = pa.concat_tables([fresh, self._replay(table, fresh.num_rows, cycle, algorithm)])
         examples = data if table == "kto" else self._read("kto", cycle)
         desirable = int(pc.sum(examples["label"]).as_py() or 0)
         undesirable = examples.num_rows - desirable
         return TrainingSet(data, fresh.num_rows, kto_weights(desirable, undesirable), desirable, undesirable)
 
-    def _replay(self, table: str, fresh_rows: int, cycle: int) -> pa.Table:
+    def _replay(self, table: str, fresh_rows: int, cycle: int, algorithm: str) -> pa.Table:
         """A seeded sample of earlier cycles' rows, pairs.replay_ratio times the cycle's own."""
         wanted = round(self.cfg.pairs.replay_ratio * fresh_rows)
         if not wanted:
             return TABLES[table].empty_table()
         earlier = self._read(table)
         earlier = earlier.filter(pc.less(earlier["cycle"], cycle))
-        if self.cfg.algorithm == "modpo":  # MODPO's margins need the judges' scores; imports have none
+        if algorithm == "modpo":  # MODPO's margins need the judges' scores; imports have none
             earlier = earlier.filter(pc.is_valid(earlier["chosen_scores"]))
         picked = random.Random(self.cfg.seed * 31 + cycle).sample(range(earlier.num_rows), min(wanted, earlier.num_rows))
         return earlier.take(sorted(picked))
@@ -558,6 +690,8 @@ class Driver:
         record["suites"] = blocks
         record["agreement"] = current.agreement  # every two labelling judges, on answers both labelled
         record["training"] = None if current.training is None else {**(current.data or {}), **current.training}
+        if current.selection is not None:  # the candidates' figures, the chosen one, the best cycle
+            record["selection"] = current.selection
         record["seconds"] = current.seconds
         record["nodes"] = self.roles.nodes()
         if current.prompts is not None:
@@ -567,8 +701,43 @@ class Driver:
     def _report(self, records: list[dict]) -> None:
         report.write_metrics(self.storage, records)
         report.plot(self.storage, records)
+        if not self.selecting:
+            self._best_of_reported(records)
         self.log.cycle(records[-1], report.cycle_line(records[-1], suites_.primary(self.cfg)))
         self.metrics.cycle(records[-1])
+        headline = suites_.primary(self.cfg)
+        self.trackers.cycle(records[-1], images={"tradeoff": run_report.tradeoff_png(records, headline)}
+                            if headline else None)
+        run_report.build_report([self.storage])  # report.html and report.md, after every cycle
+
+    def _best_of_reported(self, records: list[dict]) -> None:
+        """A run that does not select still points at its best cycle, by the objective read off
+        its headline suite; best.json says so, since that suite is also what it reports."""
+        headline = suites_.primary(self.cfg)
+        values = {r["cycle"]: selection_.headline_objective(self.cfg, r, headline) for r in records}
+        best = selection_.best_cycle(values)
+        if best != records[-1]["cycle"] and self.storage.exists("best.json"):
+            return
+        adapter = (records[best]["training"] or {}).get("adapter")
+        policy = PolicyRecord(version=best, kind=self.cfg.learner.finetune, path=adapter) if adapter else PolicyRecord()
+        self._write_best(best, values[best], policy, [headline] if headline else [], on_reported=True)
+
+    def _selection_names(self) -> list[str]:
+        return self.cfg.selection.suite_names()
+
+    def _write_best(self, cycle: int, value: float, policy: PolicyRecord, measured_on: list[str],
+                    on_reported: bool = False) -> None:
+        """best.json, and the best policy's folder copied to adapters/best (policies/best), which
+        `raylign eval --policy RUN@best` and exports read; the starting model has no folder."""
+        folder = "policies/best" if self.cfg.learner.finetune == "full" else "adapters/best"
+        best = {"cycle": cycle, "value": value, "objective": self.cfg.selection.objective, "measured_on": measured_on,
+                "chosen_on_reported_suite": on_reported, "policy": policy.model_dump(), "folder": None}
+        if policy.kind == "base" or policy.path is None or is_uri(policy.path) or Path(policy.path).is_absolute():
+            self.storage.delete(folder)
+        else:
+            best["folder"] = folder
+            self.storage.copy(policy.path, folder)
+        self.storage.write_text(BEST_FILE, json.dumps(best, indent=2) + "\n")
 
     def _retried(self, cycle: int, stage: str, role: str, retries: int, why: str) -> None:
         """Work done again after a role failed (`role`: learner, judge.NAME): logged and counted."""

@@ -3,8 +3,9 @@
 A policy is named by one string (`resolve_policy`):
 - `embedded`, a model folder or a hub id: that model as it is;
 - a LoRA adapter folder (it holds adapter_config.json): the adapter on `model.path`;
-- a run folder: its policy after its last trained cycle, or after cycle N with `RUN@N`
-  (`RUN@0` is the model it started from), on the run's own base model.
+- a run folder: its policy after its last trained cycle, after cycle N with `RUN@N` (`RUN@0`
+  is the model it started from), or its best cycle's with `RUN@best` (best.json), on the
+  run's own base model.
 The evaluation is a run folder of its own (config.yaml, state.json, buffer/, metrics.json with
 one record per policy, eval.png), made by the driver's own stages: the prompts and suites are
 loaded once, then each policy's engines are placed (no learners) and every suite is generated
@@ -22,7 +23,7 @@ from typing import Callable, NamedTuple
 
 from raylign.config import Config, ConfigError, parse_config
 from raylign.data.schemas import BASE, PolicyVersion
-from raylign.driver import Driver, placed_roles, ray_session, resolve_model
+from raylign.driver import BEST_FILE, Driver, placed_roles, ray_session, resolve_model
 from raylign.evaluation import report
 from raylign.evaluation.suites import Suite, primary
 from raylign.run_state import STATE_FILE, RunState
@@ -60,20 +61,25 @@ def resolve_policy(spec: str, base_model: str) -> PolicySpec:
 def _run_policy(spec: str, run: RunStorage, cycle_part: str) -> PolicySpec:
     state = RunState.load(run)
     run_cfg = parse_config(run.read_text("config.yaml"), run.uri("config.yaml"))
-    trained = [c for c, stage in state.finished if stage == "train"]
-    if cycle_part and not cycle_part.isdigit():
-        raise ConfigError(f"policy {spec!r}: the cycle after @ must be a number")
-    cycle = int(cycle_part) if cycle_part else max(trained, default=0)
-    if cycle and cycle not in trained:
-        raise ConfigError(f"policy {spec!r}: {run} has no trained cycle {cycle} (trained: {sorted(trained) or 'none'})")
+    # The policy each evaluated cycle kept (a selecting run: its chosen candidate), by the run's storage.
+    kept = {r["cycle"]: r["training"]["adapter"] for r in state.records if (r.get("training") or {}).get("adapter")}
+    if cycle_part == "best":
+        if not run.exists(BEST_FILE):
+            raise ConfigError(f"policy {spec!r}: {run} has no {BEST_FILE} (a run before selection existed)")
+        cycle = json.loads(run.read_text(BEST_FILE))["cycle"]
+    elif cycle_part and not cycle_part.isdigit():
+        raise ConfigError(f"policy {spec!r}: after @ comes a cycle number or `best`")
+    else:
+        cycle = int(cycle_part) if cycle_part else max(kept, default=0)
+    if cycle and cycle not in kept:
+        raise ConfigError(f"policy {spec!r}: {run} has no trained cycle {cycle} (trained: {sorted(kept) or 'none'})")
     if cycle == 0:  # on engines set up as the run's were (LoRA enabled), so the draws match its cycle 0
         rank = run_cfg.learner.lora.r if run_cfg.learner.finetune == "lora" else None
         return PolicySpec(spec, run_cfg.model.path, BASE, rank)
     if run_cfg.learner.finetune == "full":  # transformers loads a model folder, so a local copy of it
-        return PolicySpec(spec, str(run.local(f"policies/cycle_{cycle:03d}")), BASE, None)
-    adapter = f"adapters/cycle_{cycle:03d}"
-    return PolicySpec(spec, run_cfg.model.path, PolicyVersion(cycle, "lora", run.uri(adapter)),
-                      _adapter_rank(run, adapter))
+        return PolicySpec(spec, str(run.local(kept[cycle])), BASE, None)
+    return PolicySpec(spec, run_cfg.model.path, PolicyVersion(cycle, "lora", run.uri(kept[cycle])),
+                      _adapter_rank(run, kept[cycle]))
 
 
 class Evaluator(Driver):

@@ -8,16 +8,16 @@ counts as finished only once its output is in the buffer (or, for training, in t
 checkpoint folders), so `raylign run --resume RUN` continues at the first unfinished stage,
 redoes no finished one, and reads what the finished ones made.
 
-The stages: cycle 0 loads the prompts (and any imports) into the buffer and evaluates the
+The stages (`stages`): cycle 0 loads the prompts (and any imports) into the buffer and evaluates the
 starting policy; every later cycle generates and judges, builds its training data, trains and
-evaluates.
+evaluates. A run that selects among candidates trains and measures each in stages of its own.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -25,14 +25,21 @@ from raylign.config import ConfigError
 from raylign.data.schemas import BASE, PolicyVersion
 from raylign.storage import RunStorage, is_uri
 
-FIRST_STAGES = ("load", "evaluate")
-CYCLE_STAGES = ("generate_judge", "build_data", "train", "evaluate")
 STATE_FILE = "state.json"
 
 
-def stages(cycles: int) -> list[tuple[int, str]]:
-    """Every stage of a run of `cycles` cycles, in the order they run."""
-    return [(0, s) for s in FIRST_STAGES] + [(c, s) for c in range(1, cycles + 1) for s in CYCLE_STAGES]
+def stages(cycles: int, candidates: Sequence[str] = (), selecting: bool = False) -> list[tuple[int, str]]:
+    """Every stage of a run of `cycles` cycles, in the order they run. A run that selects
+    (selection.active) evaluates the starting policy on the selection suites at cycle 0, and
+    trains and evaluates each candidate in stages of their own (`train.NAME`, `select.NAME`)
+    before `choose` keeps one."""
+    if not selecting:
+        return [(0, "load"), (0, "evaluate")] + [
+            (c, s) for c in range(1, cycles + 1) for s in ("generate_judge", "build_data", "train", "evaluate")]
+    per_candidate = [s for name in candidates for s in (f"train.{name}", f"select.{name}")]
+    return [(0, "load"), (0, "select"), (0, "evaluate")] + [
+        (c, s) for c in range(1, cycles + 1)
+        for s in ("generate_judge", "build_data", *per_candidate, "choose", "evaluate")]
 
 
 class PolicyRecord(BaseModel):
@@ -71,6 +78,7 @@ class CycleProgress(BaseModel):
     training: dict | None = None  # train: steps, losses, the new policy's folder
     metrics: dict | None = None  # evaluate: the CARES metrics
     agreement: dict = {}
+    selection: dict | None = None  # select / choose: the selection block of the cycle's record
 
 
 class RunState(BaseModel):
@@ -92,15 +100,20 @@ class RunState(BaseModel):
     """Where each role ran as the last stage started: {role: [{node_id, address}]}, the roles
     `generator`, `learner`, `buffer` and `judge.<name>`."""
     current: CycleProgress = CycleProgress()
+    stopped: int | None = None
+    """The cycle after which selection.patience stopped the run; None while it goes on."""
 
     def is_finished(self, cycle: int, stage: str) -> bool:
         return (cycle, stage) in self.finished
 
-    def all_finished(self, cycles: int) -> bool:
-        return all(self.is_finished(c, s) for c, s in stages(cycles))
+    def all_finished(self, plan: Sequence[tuple[int, str]]) -> bool:
+        """Whether every stage of `plan` (`stages(...)`) is finished, or the run stopped early."""
+        return self.stopped is not None or all(self.is_finished(c, s) for c, s in plan)
 
-    def next_stage(self, cycles: int) -> tuple[int, str] | None:
-        return next((cs for cs in stages(cycles) if cs not in self.finished), None)
+    def next_stage(self, plan: Sequence[tuple[int, str]]) -> tuple[int, str] | None:
+        if self.stopped is not None:
+            return None
+        return next((cs for cs in plan if cs not in self.finished), None)
 
     def start(self, cycle: int, stage: str) -> None:
         self.running = (cycle, stage)

@@ -166,6 +166,18 @@ class RunStorage:
             self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
             pafs.copy_files(str(file), dest, destination_filesystem=self.fs)
 
+    def copy(self, source: str, dest: str) -> str:
+        """The folder `source` as `dest` too, replacing what `dest` held (adapters/best)."""
+        self.delete(dest)
+        selector = pafs.FileSelector(self._path(source), recursive=True)
+        prefix = self._path(source).rstrip("/") + "/"
+        for info in self.fs.get_file_info(selector):
+            if info.is_file:
+                target = self._path(f"{dest}/{info.path.removeprefix(prefix)}")
+                self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+                self.fs.copy_file(info.path, target)
+        return self.uri(dest)
+
     def local(self, rel: str) -> Path:
         """A local copy of the folder `rel`: the folder itself on a local storage, else a
         download into this node's scratch (reused when already complete there)."""

@@ -1,5 +1,5 @@
 """What a policy string names for `raylign eval`: a model, an adapter on model.path, a run's
-last policy, or one of its cycles."""
+last policy, one of its cycles, or its best."""
 
 import json
 
@@ -20,7 +20,10 @@ def run_dir(tmp_path):
         (run / "adapters" / f"cycle_{c:03d}" / "adapter_config.json").write_text(json.dumps({"r": 16}))
     (run / "config.yaml").write_text(dump_config(load_config(overrides=["model.path=/models/base"])))
     stages = [(0, "load"), (0, "evaluate")] + [(c, s) for c in (1, 2) for s in ("generate_judge", "build_data", "train", "evaluate")]
-    RunState(config_digest="x", finished=stages).save(run)
+    records = [{"cycle": 0, "training": None}] + [
+        {"cycle": c, "training": {"adapter": f"adapters/cycle_{c:03d}"}} for c in (1, 2)]
+    RunState(config_digest="x", finished=stages, records=records).save(run)
+    (run / "best.json").write_text(json.dumps({"cycle": 1, "policy": {"path": "adapters/cycle_001"}}))
     return run
 
 
@@ -33,8 +36,10 @@ def test_a_run_names_its_last_policy_or_one_cycle(run_dir):
     assert start.policy == BASE and start.model_path == "/models/base"
     with pytest.raises(ConfigError, match="has no trained cycle 3"):
         resolve_policy(f"{run_dir}@3", "embedded")
-    with pytest.raises(ConfigError, match="the cycle after @ must be a number"):
+    with pytest.raises(ConfigError, match="after @ comes a cycle number or `best`"):
         resolve_policy(f"{run_dir}@last", "embedded")
+    best = resolve_policy(f"{run_dir}@best", "embedded")  # best.json's cycle
+    assert (best.policy.version, best.policy.path) == (1, str(run_dir / "adapters" / "cycle_001"))
 
 
 def test_an_adapter_rides_on_model_path_and_a_model_is_itself(run_dir):

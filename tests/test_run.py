@@ -185,6 +185,26 @@ def test_default_run_gets_safer_without_refusing_the_harmless(default_run):
     assert last["invalid_rate"] < 0.1
 
 
+def test_a_run_that_does_not_select_points_at_its_best_cycle_and_logs_to_tensorboard(default_run):
+    """No selection split: best.json reads the objective off the held-out suite, and says so; the
+    TensorBoard events hold every cycle's figures, and the report is written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, records = default_run
+    value = {r["cycle"]: r["safety_score"] - 0.5 * r["erroneous_refusal_rate"] for r in records}
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["cycle"] == max(value, key=value.get) and best["value"] == pytest.approx(value[best["cycle"]])
+    assert best["measured_on"] == ["held_out"] and best["chosen_on_reported_suite"]
+    if best["cycle"]:
+        assert (run_dir / "adapters/best/adapter_config.json").is_file()
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("suite/held_out/safety_score")] == [
+        (r["cycle"], round(r["safety_score"], 6)) for r in records]
+    assert len(events.Scalars("train/step_loss")) == sum(r["training"]["steps"] for r in records[1:])
+    assert f"{records[-1]['safety_score']:.3f}" in (run_dir / "report.html").read_text()
+
+
 def test_eval_puts_the_aligned_policy_beside_the_base_with_the_runs_own_figures(default_run, tmp_path, capsys):
     """`raylign eval --policy RUN --against embedded`: with the run's own prompts, samples, batch
     size and seed (its config.yaml), the last adapter's figures are what the run's last evaluation

@@ -16,18 +16,28 @@ def test_stages_run_in_the_cycle_order_of_the_design():
     ]
 
 
+def test_a_selecting_run_trains_and_measures_each_candidate_in_stages_of_its_own():
+    assert stages(1, ["dpo", "kto"], selecting=True) == [
+        (0, "load"), (0, "select"), (0, "evaluate"),
+        (1, "generate_judge"), (1, "build_data"), (1, "train.dpo"), (1, "select.dpo"), (1, "train.kto"),
+        (1, "select.kto"), (1, "choose"), (1, "evaluate"),
+    ]
+
+
 def test_the_next_stage_is_the_first_unfinished_one(tmp_path):
     state = RunState(config_digest="d")
     for stage in stages(1)[:3]:
         state.start(*stage)
         state.finish(*stage)
     state.start(1, "build_data")  # under way when the run died
-    assert state.next_stage(1) == (1, "build_data") and not state.all_finished(1)
-    assert state.next_stage(2) == (1, "build_data")
+    assert state.next_stage(stages(1)) == (1, "build_data") and not state.all_finished(stages(1))
+    assert state.next_stage(stages(2)) == (1, "build_data")
     for stage in stages(1)[3:]:
         state.finish(*stage)
-    assert state.all_finished(1) and state.next_stage(1) is None
-    assert state.next_stage(3) == (2, "generate_judge")  # more cycles continue a finished run
+    assert state.all_finished(stages(1)) and state.next_stage(stages(1)) is None
+    assert state.next_stage(stages(3)) == (2, "generate_judge")  # more cycles continue a finished run
+    state.stopped = 1  # selection.patience ended it: more cycles do not restart it
+    assert state.all_finished(stages(3)) and state.next_stage(stages(3)) is None
 
 
 def test_state_round_trips_through_its_file_nan_included(tmp_path):

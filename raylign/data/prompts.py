@@ -176,6 +176,11 @@ def split(prompts: pa.Table, name: str, limit: int | None, seed: int) -> pa.Tabl
     if rows.num_rows == 0:
         found = sorted(set(prompts["split"].to_pylist()))
         raise PromptSetError(f"prompt set has no rows with split {name!r}; splits found: {found}")
+    return sample(rows, limit, seed)
+
+
+def sample(rows: pa.Table, limit: int | None, seed: int) -> pa.Table:
+    """A seeded sample of `limit` rows, in their order; all of them when `limit` is None."""
     if limit is None or limit >= rows.num_rows:
         return rows
     picked = sorted(random.Random(seed).sample(range(rows.num_rows), limit))

@@ -122,8 +122,26 @@ class PolicyVersion(NamedTuple):
         """Identifies the policy's contents: a re-trained version gets a new key."""
         return self.payload[0].hex() if self.payload else f"{self.kind}:{self.path}"
 
+    @property
+    def tag(self) -> str:
+        """Its name in the run: its folder's (`cycle_002`, `cycle_002-kto`; its checkpoint's
+        too), or `initial` for the starting model."""
+        if self.kind == "base" or self.path is None:
+            return "initial"
+        return self.path.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
 
 BASE = PolicyVersion(0)
+
+
+class TrainVariant(NamedTuple):
+    """What a training call trains with: the algorithm, and the learner settings a selection
+    candidate may change (raylign/config.py CandidateConfig)."""
+
+    algorithm: str
+    beta: float
+    learning_rate: float
+    loss_type: str
 
 
 class TrainResult(NamedTuple):
@@ -136,6 +154,8 @@ class TrainResult(NamedTuple):
     seconds: float
     retries: int = 0
     """Times the training was run again after a rank died (learner.max_train_retries)."""
+    step_losses: tuple[float, ...] = ()
+    """Each step's batch-mean loss, in order."""
 
 
 def user_turn(text: str) -> list[dict]:

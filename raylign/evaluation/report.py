@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -49,19 +50,23 @@ def format_table(records: list[dict], suites: list[str] = (), by: str = "cycle")
     tables = []
     w = max([5] + [len(str(r[by])) for r in records])
     headlined = [r for r in records if "safety_score" in r]  # a suite with `every` > 1 skips cycles
+    selecting = any("selection" in r for r in records)  # then: the chosen candidate and its objective
     if headlined:
         header = (f"{by:>{w}}  {'safety':>6}  {'lvl0':>5} {'lvl1':>5} {'lvl2':>5} {'lvl3':>5}  "
-                  f"{'harmful refused':>15}  {'harmless refused':>16}  {'invalid':>7}  {'pairs':>5}  {'loss':>6}")
+                  f"{'harmful refused':>15}  {'harmless refused':>16}  {'invalid':>7}  {'pairs':>5}  {'loss':>6}"
+                  + (f"  {'chosen':>10}  {'objective':>9}" if selecting else ""))
         lines = [header, "-" * len(header)]
         for r in headlined:
             lv = r["safety_by_level"]
             train = r.get("training") or {}
             loss = f"{train['mean_loss']:.3f}" if train.get("steps") else "-"
+            chosen = r.get("selection") or {}
             lines.append(
                 f"{str(r[by]):>{w}}  {r['safety_score']:>6.3f}  "
                 + " ".join(f"{lv.get(str(k), float('nan')):>5.2f}" for k in range(4))
                 + f"  {r['harmful_refusal_rate']:>15.3f}  {r['erroneous_refusal_rate']:>16.3f}"
                 + f"  {r['invalid_rate']:>7.3f}  {train.get('examples', '-'):>5}  {loss:>6}"
+                + (f"  {chosen.get('chosen') or '-':>10}  {chosen.get('value', math.nan):>9.3f}" if selecting else "")
             )
         tables.append("\n".join(lines))
     headline = next((n for n in suites if headlined and n in headlined[0].get("suites", {})

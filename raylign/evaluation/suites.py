@@ -68,12 +68,14 @@ def leaks(table: pa.Table, trained: set[str]) -> list[bool]:
     return [normalised(p) in trained for p in table["prompt"].to_pylist()]
 
 
-def load_suites(cfg: Config, prompt_set: pa.Table) -> list[Suite]:
-    """Every suite of `cfg.evaluation.suites`, read and checked, leaks handled by `on_leak`."""
+def load_suites(cfg: Config, prompt_set: pa.Table, configs: list[SuiteConfig] | None = None,
+                where: str = "evaluation.suites") -> list[Suite]:
+    """Every suite of `cfg.evaluation.suites` (or of `configs`, keyed `where` in errors), read
+    and checked, leaks handled by `on_leak`."""
     trained = trained_texts(prompt_set, cfg.prompts.train_split)
     suites = []
-    for i, suite_cfg in enumerate(cfg.evaluation.suites):
-        key = f"evaluation.suites[{i}]"
+    for i, suite_cfg in enumerate(cfg.evaluation.suites if configs is None else configs):
+        key = f"{where}[{i}]"
         if suite_cfg.path is None:
             loaded = PromptSet(split(prompt_set, cfg.prompts.eval_split, None, cfg.seed), 0, [])
         else:

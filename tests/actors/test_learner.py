@@ -11,12 +11,16 @@ import torch
 from raylign.actors.learner import LearnerGroup
 from raylign.config import LearnerConfig
 from raylign.training.pairs import KTOWeights
-from raylign.data.schemas import BASE, KTO_EXAMPLES, PAIRS, assistant_turn, user_turn
+from raylign.data.schemas import BASE, KTO_EXAMPLES, PAIRS, TrainVariant, assistant_turn, user_turn
 from raylign.storage import RunStorage
 from raylign.training.weights import from_bucket
 
 REFUSE = "I cannot help with this request. It could cause real harm, so I have to say no."
 ACCEPT = "Sure. Here is the short answer: it usually takes a few simple steps, and most people manage."
+
+
+def variant(algorithm: str, cfg: LearnerConfig) -> TrainVariant:
+    return TrainVariant(algorithm, cfg.beta, cfg.learning_rate, cfg.loss_type)
 
 
 def fixed_pairs(n: int = 8) -> pa.Table:
@@ -46,8 +50,8 @@ def one_step(model_path, tmp_path, world_size: int, algorithm: str = "dpo", zero
         group.ready()
         numels = group.call("shard_numels")
         data = fixed_pairs() if algorithm == "dpo" else fixed_kto()
-        results = group.call("train", algorithm, data, 1, RunStorage(tmp_path / f"w{world_size}"), BASE,
-                             KTOWeights(1.0, 1.2))
+        results = group.call("train", variant(algorithm, cfg), data, 1, RunStorage(tmp_path / f"w{world_size}"),
+                             BASE, KTOWeights(1.0, 1.2), "cycle_001")
         weights = group.call("gathered_trainable")
     finally:
         group.shutdown()
@@ -58,12 +62,13 @@ def test_a_restarted_group_resumes_from_the_deepspeed_checkpoint(two_ranks, loca
     (result, _), (trained, _) = two_ranks[0], two_ranks[1]
     run_dir = Path(result.policy.path).parents[1]
     assert (run_dir / "checkpoints" / "cycle_001").is_dir()
-    group = LearnerGroup(model_path, "float32", LearnerConfig(world_size=2, batch_size=8, epochs=1), seed=0,
-                         timeout_s=300)
+    cfg = LearnerConfig(world_size=2, batch_size=8, epochs=1)
+    group = LearnerGroup(model_path, "float32", cfg, seed=0, timeout_s=300)
     try:
         group.ready()
         # Training from version 1 with no data: the group loads the checkpoint and changes nothing.
-        group.call("train", "dpo", fixed_pairs(0), 2, RunStorage(run_dir), result.policy, KTOWeights(1.0, 1.0))
+        group.call("train", variant("dpo", cfg), fixed_pairs(0), 2, RunStorage(run_dir), result.policy,
+                   KTOWeights(1.0, 1.0), "cycle_002")
         resumed = group.call("gathered_trainable")[0]
     finally:
         group.shutdown()
@@ -79,7 +84,8 @@ def test_full_finetuning_gathers_the_whole_model_for_the_engines(local_ray, mode
     group = LearnerGroup(model_path, "float32", cfg, seed=0, timeout_s=300)
     try:
         group.ready()
-        (result, _) = group.call("train", "dpo", fixed_pairs(), 1, RunStorage(tmp_path), BASE, KTOWeights(1.0, 1.0))
+        (result, _) = group.call("train", variant("dpo", cfg), fixed_pairs(), 1, RunStorage(tmp_path), BASE,
+                                 KTOWeights(1.0, 1.0), "cycle_001")
         policy = group.publish(result.policy)
         # Published again (a resumed run, a restarted rank): read back from the model folder.
         again = group.publish(result.policy)
@@ -160,7 +166,8 @@ def test_one_bf16_step_on_a_gpu_with_nccl(local_ray, model_path, tmp_path):
     try:
         (info,) = group.ready()
         assert info.backend == "nccl"
-        (result,) = group.call("train", "dpo", fixed_pairs(), 1, RunStorage(tmp_path), BASE, KTOWeights(1.0, 1.0))
+        (result,) = group.call("train", variant("dpo", cfg), fixed_pairs(), 1, RunStorage(tmp_path), BASE,
+                               KTOWeights(1.0, 1.0), "cycle_001")
     finally:
         group.shutdown()
     assert result.steps == 1 and result.mean_loss == result.mean_loss  # not NaN
@@ -183,8 +190,8 @@ def test_a_rank_that_dies_mid_training_fails_the_call_on_every_rank_at_once(loca
         t0 = time.monotonic()
         with pytest.raises(RuntimeError, match=r"cycle 1 training: learner rank\(s\) \[[01]\] died, on each of 1 "
                                                r"tries \(learner.max_train_retries 0\)"):
-            group.train("dpo", fixed_pairs(), 1, RunStorage(tmp_path), BASE, KTOWeights(1.0, 1.0),
-                        on_progress=lambda done, total: done >= 1 and started.set())
+            group.train(variant("dpo", cfg), fixed_pairs(), 1, RunStorage(tmp_path), BASE, KTOWeights(1.0, 1.0),
+                        "cycle_001", on_progress=lambda done, total: done >= 1 and started.set())
         failed_after = time.monotonic() - t0
     finally:
         group.shutdown()
@@ -213,8 +220,8 @@ def test_a_rank_killed_mid_training_is_replaced_and_the_cycle_retrained_from_the
 
         try:
             group.ready()
-            result = group.train("dpo", fixed_pairs(), 2, RunStorage(run_dir), start, KTOWeights(1.0, 1.0),
-                                 on_progress=progress)
+            result = group.train(variant("dpo", cfg), fixed_pairs(), 2, RunStorage(run_dir), start,
+                                 KTOWeights(1.0, 1.0), "cycle_002", on_progress=progress)
             return result, group.call("gathered_trainable")[0]
         finally:
             group.shutdown()

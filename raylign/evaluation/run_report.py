@@ -1,0 +1,961 @@
+"""`raylign report`: one self-contained HTML page and a Markdown summary of one run or several.
+
+Reads what each run stored (metrics.json, config.yaml, best.json, the held-out judgments in its
+buffer) from a folder or a storage URI. report.html opens with no network: inline CSS, plots as
+inline SVG, no script. It holds a plain-language headline, the per-cycle table and trade-off
+plot of every suite, Safety Score by harm level, principle and method, judge agreement, the
+candidates of each cycle, sample answers of the starting and the best policy, and training
+figures; several runs are compared side by side first. report.md holds the headline, the tables
+and the best cycle. A piece a run lacks (a buffer, best.json, selection, a cycle a suite
+skipped, a NaN) shows as "—" or is left out.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on cluster nodes or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.dataset as ds  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+
+from raylign.config import Config, ConfigError, parse_config  # noqa: E402
+from raylign.data.schemas import JUDGMENTS  # noqa: E402
+from raylign.evaluation.report import SUITE_COLUMNS  # noqa: E402
+from raylign.evaluation.scoring import SAFETY_SCORE  # noqa: E402
+from raylign.storage import RunStorage  # noqa: E402
+
+DASH = "—"
+
+TRADEOFF = {
+    "cares": (("harmful_refusal_rate", "harmful requests refused (levels 2-3)"),
+              ("erroneous_refusal_rate", "harmless questions refused (level 0)")),
+    "over_refusal": (("unsafe_refusal_rate", "unsafe prompts refused"),
+                     ("safe_refusal_rate", "safe prompts refused")),
+}
+"""The trade-off plot's axes per suite kind: (x key, x title), (y key, y title)."""
+
+LEVELS = {0: "harmless", 1: "mildly harmful", 2: "moderately harmful", 3: "severely harmful"}
+"""CARES harm levels, as the benchmark names them."""
+
+SAMPLES_PER_LEVEL = 2
+MAX_TEXT = 2000
+"""Characters of an answer or a verdict shown; an LLM judge's reasoning can run for pages."""
+
+
+class Best(NamedTuple):
+    """The cycle whose policy the report holds up against cycle 0."""
+
+    cycle: int
+    value: float | None
+    """The selection objective's value, when the run measured one."""
+    source: str
+    """`best.json`, `selection` (the last record's best_cycle) or `last` (the run names none)."""
+    objective: dict
+    measured_on: tuple[str, ...] = ("selection",)
+    """The suites the objective was read off; a run that does not select reads its reported one."""
+    on_reported: bool = False
+
+
+class Answer(NamedTuple):
+    answer: str
+    label: str
+    verdict: str
+
+
+class Sample(NamedTuple):
+    level: int
+    prompt_id: str
+    prompt: str
+    start: Answer
+    best: Answer | None
+    """None when the best policy is the starting one."""
+
+
+class Run(NamedTuple):
+    name: str
+    storage: RunStorage
+    records: list[dict]
+    cfg: Config | None
+    notes: list[str]
+    """What the report could not read, said once at the top of the run's section."""
+    best: Best
+    samples: list[Sample]
+
+
+class Table(NamedTuple):
+    headers: list[str]
+    rows: list[list[str]]
+    marked: frozenset = frozenset()
+    """Rows to highlight: the best cycle, the chosen candidate."""
+
+
+# -- reading a run --------------------------------------------------------------------------
+
+
+def load_run(location: str | Path | RunStorage) -> Run:
+    """Everything the report shows of one run; ConfigError (one line) if it is not a run."""
+    storage = RunStorage.of(location)
+    if not storage.exists("metrics.json"):
+        raise ConfigError(f"{storage.uri()} is not a raylign run: it has no metrics.json")
+    try:
+        records = json.loads(storage.read_text("metrics.json"))  # json reads NaN as nan
+    except ValueError as e:
+        raise ConfigError(f"{storage.uri('metrics.json')} is not valid JSON: {str(e).splitlines()[0]}") from None
+    if not isinstance(records, list) or not records:
+        raise ConfigError(f"{storage.uri('metrics.json')} holds no evaluated cycle")
+    records = sorted(records, key=lambda r: r["cycle"])
+    notes: list[str] = []
+    cfg = _config(storage, notes)
+    best = _best(storage, records, notes)
+    samples = _samples(storage, cfg, best.cycle, notes)
+    return Run(storage.name, storage, records, cfg, notes, best, samples)
+
+
+def _config(storage: RunStorage, notes: list[str]) -> Config | None:
+    if not storage.exists("config.yaml"):
+        notes.append("no config.yaml: algorithm, judges and the buffer are not known")
+        return None
+    try:
+        return parse_config(storage.read_text("config.yaml"), storage.uri("config.yaml"))
+    except ConfigError as e:  # a run written by another version of raylign: show what metrics.json holds
+        notes.append(f"config.yaml could not be read ({e})")
+        return None
+
+
+def _best(storage: RunStorage, records: list[dict], notes: list[str]) -> Best:
+    """best.json when the run wrote one, else the last record's best_cycle, else the last cycle."""
+    cycles = {r["cycle"] for r in records}
+    if storage.exists("best.json"):
+        try:
+            best = json.loads(storage.read_text("best.json"))
+            if best.get("cycle") in cycles:
+                return Best(best["cycle"], _num(best.get("value")), "best.json", best.get("objective") or {},
+                            tuple(best.get("measured_on") or ("selection",)),
+                            bool(best.get("chosen_on_reported_suite")))
+            notes.append(f"best.json names cycle {best.get('cycle')}, which metrics.json does not hold")
+        except (ValueError, AttributeError) as e:
+            notes.append(f"best.json could not be read ({str(e).splitlines()[0]})")
+    selection = records[-1].get("selection") or {}
+    if selection.get("best_cycle") in cycles:
+        value = next((_num((r.get("selection") or {}).get("value")) for r in records
+                      if r["cycle"] == selection["best_cycle"]), None)
+        return Best(selection["best_cycle"], value, "selection", {})
+    return Best(records[-1]["cycle"], None, "last", {})
+
+
+def _samples(storage: RunStorage, cfg: Config | None, best: int, notes: list[str]) -> list[Sample]:
+    """For each harm level, the first prompts (by id) that both cycle 0 and the best cycle
+    answered on the headline suite: judges[0]'s label and words on sample 0. Not chosen for
+    being good examples, so that the page shows the policies as they are."""
+    root = RunStorage(cfg.buffer.root) if cfg is not None and cfg.buffer.root else RunStorage(storage.uri("buffer"))
+    judge = cfg.judges[0].name if cfg is not None else None
+    stage = _headline_stage(cfg)
+    try:
+        start = _answers(root, 0, stage, judge)
+        end = _answers(root, best, stage, judge) if best != 0 else start
+    except (OSError, pa.ArrowException) as e:
+        notes.append(f"the buffer at {root.uri()} could not be read ({str(e).splitlines()[0]})")
+        return []
+    samples = []  # none without a buffer: the section says so
+    for level in LEVELS:
+        ids = sorted(pid for pid, row in start.items() if row["harmful_level"] == level and pid in end)
+        for pid in ids[:SAMPLES_PER_LEVEL]:
+            samples.append(Sample(level, pid, start[pid]["prompt"] or "", _answer(start[pid]),
+                                  _answer(end[pid]) if best != 0 else None))
+    return samples
+
+
+def _headline_stage(cfg: Config | None) -> str:
+    """The buffer `stage` of the headline suite's answers (raylign/evaluation/suites.py)."""
+    suite = next((s for s in cfg.evaluation.suites if s.kind == "cares"), None) if cfg is not None else None
+    return "eval" if suite is None or suite.path is None else f"eval.{suite.name}"
+
+
+def _answers(root: RunStorage, cycle: int, stage: str, judge: str | None) -> dict[str, dict]:
+    """Sample 0 of each prompt of `stage` in `cycle`, as `judge` (None: the first judge found) labelled it."""
+    selector = pafs.FileSelector(f"{root.root}/judgments/cycle={cycle}", allow_not_found=True)
+    files = sorted(i.path for i in root.fs.get_file_info(selector)
+                   if i.is_file and i.base_name.endswith(".parquet") and not i.base_name.startswith("."))
+    if not files:
+        return {}
+    wanted = (ds.field("stage") == stage) & (ds.field("sample_index") == 0)
+    if judge is not None:
+        wanted &= ds.field("judge") == judge
+    rows = ds.dataset(files, schema=JUDGMENTS, format="parquet", filesystem=root.fs).to_table(
+        columns=["prompt_id", "prompt", "harmful_level", "answer", "judge", "label", "verdict"], filter=wanted)
+    rows = rows.to_pylist()
+    judge = judge or (rows[0]["judge"] if rows else None)
+    return {r["prompt_id"]: r for r in rows if r["judge"] == judge}
+
+
+def _answer(row: dict) -> Answer:
+    return Answer(row["answer"] or "", row["label"] or DASH, row["verdict"] or "")
+
+
+# -- numbers --------------------------------------------------------------------------------
+
+
+def _num(value) -> float | None:
+    """A finite number, else None: metrics.json holds NaN for a group with no answers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _get(block, key: str):
+    """`key` in a nested block; dots go down (`safety_by_level.0`)."""
+    for part in key.split("."):
+        block = block.get(part) if isinstance(block, dict) else None
+    return block
+
+
+def _fmt(value, digits: int = 3) -> str:
+    v = _num(value)
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def _int(value) -> str:
+    v = _num(value)
+    return DASH if v is None else str(int(v))
+
+
+def _g(value) -> str:
+    """A hyperparameter as written (1e-05, 0.3)."""
+    v = _num(value)
+    return DASH if v is None else f"{v:g}"
+
+
+def _record(run: Run, cycle: int) -> dict:
+    return next((r for r in run.records if r["cycle"] == cycle), {})
+
+
+def _suites(records: list[dict]) -> dict[str, str]:
+    """Every suite the run reported, in order of first appearance, with its kind."""
+    return {name: block.get("kind", "") for r in records for name, block in (r.get("suites") or {}).items()}
+
+
+def _block(record: dict, suite: str) -> dict | None:
+    """A suite's block of a record: a reported suite, or a selection suite (record["selection"])."""
+    block = (record.get("suites") or {}).get(suite)
+    if block is None:
+        block = ((record.get("selection") or {}).get("suites") or {}).get(suite)
+    return block if isinstance(block, dict) else None
+
+
+def _best_cycle_in(records: list[dict]) -> int | None:
+    return next(((r.get("selection") or {}).get("best_cycle") for r in reversed(records) if r.get("selection")), None)
+
+
+def _chosen_in(records: list[dict]) -> dict[int, str]:
+    return {r["cycle"]: r["selection"]["chosen"] for r in records if (r.get("selection") or {}).get("chosen")}
+
+
+# -- plots ----------------------------------------------------------------------------------
+
+
+def tradeoff_figure(records: list[dict], suite: str, marks: dict | None = None):
+    """Harmful requests refused (x) against harmless ones refused (y), one point per cycle,
+    labelled with its cycle and joined in cycle order: the over-refusal benchmarks' picture,
+    where the ideal is the bottom-right corner. `suite` names a `cares` or `over_refusal`
+    block of the records' `suites` (or of their `selection` suites). The best cycle gets a
+    star and a cycle whose policy was a selected candidate its name, taken from the records'
+    `selection`; `marks` overrides them: {"best": cycle or None, "chosen": {cycle: name},
+    "label": the line's legend name}. Returns the matplotlib Figure; the caller closes it."""
+    kind = next((b["kind"] for r in records if (b := _block(r, suite)) and "kind" in b), None)
+    if kind not in TRADEOFF:
+        raise ValueError(f"suite {suite!r} is {kind or 'not in these records'}: a trade-off plot needs a "
+                         f"suite of kind {' or '.join(TRADEOFF)}")
+    fig, ax = plt.subplots(figsize=(5.8, 4.6), dpi=100)
+    _draw_tradeoff(ax, records, suite, kind, marks or {}, "C0")
+    _tradeoff_frame(ax, kind)
+    return fig
+
+
+def tradeoff_png(records: list[dict], suite: str) -> bytes:
+    """tradeoff_figure as PNG bytes (the trackers' image)."""
+    fig = tradeoff_figure(records, suite)
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
+def _draw_tradeoff(ax, records: list[dict], suite: str, kind: str, marks: dict, color: str) -> None:
+    (xkey, _), (ykey, _) = TRADEOFF[kind]
+    points = []
+    for r in records:  # a cycle the suite skipped (`every`) or a NaN leaves no point
+        block = _block(r, suite) or {}
+        x, y = _num(_get(block, xkey)), _num(_get(block, ykey))
+        if x is not None and y is not None:
+            points.append((r["cycle"], x, y))
+    if not points:
+        return
+    ax.plot([p[1] for p in points], [p[2] for p in points], "-o", color=color, markersize=5, linewidth=1.5,
+            label=marks.get("label"), zorder=2)
+    chosen = marks["chosen"] if "chosen" in marks else _chosen_in(records)
+    best = marks["best"] if "best" in marks else _best_cycle_in(records)
+    for cycle, x, y in points:
+        text = f"{cycle}: {chosen[cycle]}" if cycle in chosen else str(cycle)
+        ax.annotate(text, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, color="#1f2933")
+        if cycle == best:
+            ax.plot([x], [y], marker="*", markersize=17, color=color, markeredgecolor="#1f2933",
+                    linestyle="none", zorder=3)
+
+
+def _tradeoff_frame(ax, kind: str) -> None:
+    (_, xtitle), (_, ytitle) = TRADEOFF[kind]
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(f"{xtitle}\nhigher is safer", fontsize=9)
+    ax.set_ylabel(f"{ytitle}\nlower is better", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.plot([1], [0], marker="P", markersize=9, color="#2f9e44", linestyle="none", zorder=1)
+    ax.annotate("ideal", (1, 0), xytext=(-8, 6), textcoords="offset points", ha="right", fontsize=8,
+                color="#2f9e44")
+    handles, labels = ax.get_legend_handles_labels()
+    if any(labels):
+        ax.legend(loc="upper left", fontsize=8)
+    ax.figure.tight_layout()
+
+
+def _comparison_figure(runs: list[Run], suite: str, kind: str):
+    """The trade-off plot with one line per run."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    for i, run in enumerate(runs):
+        _draw_tradeoff(ax, run.records, suite, kind, {"label": run.name, **_marks(run)}, f"C{i}")
+    _tradeoff_frame(ax, kind)
+    return fig
+
+
+def _marks(run: Run) -> dict:
+    """Star the best cycle only when the run named one (the last cycle stands in otherwise)."""
+    return {"best": run.best.cycle if run.best.source != "last" else None}
+
+
+def _groups_figure(series: list[tuple[str, dict]]):
+    """Safety Score by harm level, principle and prompting method, one bar per (label, record):
+    cycle 0 against the best, or cycle 0 alone when it is the best."""
+    records = [record for _, record in series]
+    groups = [(key, title, names) for key, title in GROUPS if (names := _group_names(key, *records))]
+    fig, axes = plt.subplots(1, len(groups), figsize=(10.5, 3.2), dpi=100, squeeze=False, sharey=True,
+                             gridspec_kw={"width_ratios": [max(len(names), 3) for _, _, names in groups]})
+    width = 0.8 / len(series)
+    for ax, (key, title, names) in zip(axes[0], groups):
+        for j, ((label, record), color) in enumerate(zip(series, ("#9aa5b1", "#1f6fb2"))):
+            values = [_num(_get(record, f"{key}.{n}")) for n in names]  # a group with no answers: no bar
+            ax.bar([i + (j - (len(series) - 1) / 2) * width for i in range(len(names))],
+                   [v if v is not None else 0 for v in values], width, label=label, color=color)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("_", " ") for n in names], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("Safety Score")
+    axes[0][-1].legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+GROUPS = [("safety_by_level", "harm level"), ("safety_by_principle", "principle"),
+          ("safety_by_method", "prompting method")]
+
+
+def _group_names(key: str, *records: dict) -> list[str]:
+    return sorted({name for record in records for name in record.get(key) or {}}, key=_group_order)
+
+
+def _group_order(name: str):
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
+"""Left out of each SVG: a date would change the page on every write, and the rest names URLs."""
+
+
+def _svg(fig) -> str:
+    """The figure as inline SVG (no XML prolog), closed. Its ids hash what they define with a
+    fixed salt: two plots on the page that share an id share what it defines."""
+    out = io.StringIO()
+    with plt.rc_context({"svg.hashsalt": "raylign-report"}):
+        fig.savefig(out, format="svg", metadata=SVG_METADATA)
+    plt.close(fig)
+    text = out.getvalue()
+    return text[text.index("<svg"):]
+
+
+# -- tables: built once, rendered as HTML and as Markdown ----------------------------------
+
+
+def headline_rows(run: Run) -> list[tuple[str, str, str, str]]:
+    """(figure, cycle 0, best, what it means) for the headline: the figures a clinical safety lead reads."""
+    start, best = run.records[0], _record(run, run.best.cycle)
+    answers = _int(start.get("num_answers"))
+    return [
+        ("Safety Score", _fmt(start.get("safety_score")), _fmt(best.get("safety_score")),
+         "How often the answer was the right kind for the question's harm level, as the CARES benchmark scores "
+         "it: a full answer to a harmless question, care or a refusal as the risk rises. Averaged over "
+         f"{answers} answers to questions the assistant never trained on; 1.000 is always right."),
+        ("Harmful requests refused", _fmt(start.get("harmful_refusal_rate")), _fmt(best.get("harmful_refusal_rate")),
+         "Of the requests a clinician would decline (harm levels 2 and 3), the share the assistant declined. "
+         "Higher is safer."),
+        ("Harmless questions wrongly refused", _fmt(start.get("erroneous_refusal_rate")),
+         _fmt(best.get("erroneous_refusal_rate")),
+         "Of the harmless health questions (harm level 0), the share the assistant refused to answer. Lower is "
+         "better: each one leaves a person without help they should have had."),
+    ]
+
+
+def best_sentence(run: Run) -> str:
+    best = run.best
+    if best.source == "last":
+        return (f"The run names no best cycle (no best.json and no selection in metrics.json): the last cycle, "
+                f"{best.cycle}, stands in for it.")
+    value = f", objective {_fmt(best.value)}" if best.value is not None else ""
+    terms = [(w, k) for k, w in best.objective.items() if _num(w) is not None]
+    weights = " ".join(f"{'−' if w < 0 else '+' if i else ''} {abs(w):g} × {k}" for i, (w, k) in enumerate(terms))
+    on = ", ".join(best.measured_on)
+    objective = f" ({weights.strip()}, measured on the {on} prompts)" if weights else ""
+    where = "best.json" if best.source == "best.json" else "the last cycle's selection record"
+    caveat = (" The run chose on no prompts set aside (it ran without selection), so this reads the reported "
+              "suite itself, which flatters the best cycle." if best.on_reported else "")
+    return f"Best cycle: {best.cycle}{value}{objective}, as {where} names it.{caveat}"
+
+
+def cycle_table(run: Run, suite: str) -> Table | None:
+    """One row per cycle that evaluated `suite`, its kind's columns; the best cycle starred."""
+    rows, marked = [], set()
+    kind = _suites(run.records).get(suite, "")
+    columns = SUITE_COLUMNS.get(kind, [])
+    for r in run.records:
+        block = (r.get("suites") or {}).get(suite)
+        if block is None:
+            continue
+        if r["cycle"] == run.best.cycle and run.best.source != "last":
+            marked.add(len(rows))
+        rows.append([_cycle_cell(run, r["cycle"])] + [_fmt(_get(block, key)) for _, key in columns])
+    if not rows:
+        return None
+    return Table(["cycle"] + [title for title, _ in columns], rows, frozenset(marked))
+
+
+def _cycle_cell(run: Run, cycle: int) -> str:
+    return f"{cycle} ★" if cycle == run.best.cycle and run.best.source != "last" else str(cycle)
+
+
+def group_table(run: Run, key: str, title: str) -> Table | None:
+    start, best = run.records[0], _record(run, run.best.cycle)
+    names = _group_names(key, start, best)
+    if not names:
+        return None
+    rows = []
+    for name in names:
+        a, b = _num(_get(start, f"{key}.{name}")), _num(_get(best, f"{key}.{name}"))
+        label = f"{name} {LEVELS[int(name)]}" if key == "safety_by_level" and name.isdigit() and int(name) in LEVELS \
+            else name.replace("_", " ")
+        rows.append([label, _fmt(a)] if run.best.cycle == 0 else
+                    [label, _fmt(a), _fmt(b), DASH if a is None or b is None else f"{b - a:+.3f}"])
+    return Table([title, "cycle 0"] + ([f"cycle {run.best.cycle}", "change"] if run.best.cycle != 0 else []), rows)
+
+
+def agreement_tables(run: Run) -> list[tuple[str, Table]]:
+    """Kappa per judge pair and cycle, then each pair's confusion matrix of the last cycle that has one."""
+    rows, last = [], {}
+    for r in run.records:
+        for pair, a in (r.get("agreement") or {}).items():
+            rows.append([str(r["cycle"]), pair.replace(",", " vs "), _fmt(a.get("kappa")), _fmt(a.get("observed")),
+                         _int(a.get("n"))])
+            last[pair] = (r["cycle"], a)
+    if not rows:
+        return []
+    tables = [("Cohen's kappa per cycle", Table(["cycle", "judges", "kappa", "observed agreement", "answers"], rows))]
+    for pair, (cycle, a) in last.items():
+        confusion = a.get("confusion") or {}
+        first, _, second = pair.partition(",")
+        labels = list(dict.fromkeys([*confusion, *(k for row in confusion.values() for k in row)]))
+        if labels:
+            body = [[label] + [_int((confusion.get(label) or {}).get(other, 0)) for other in labels]
+                    for label in labels]
+            tables.append((f"Cycle {cycle}: rows {first}, columns {second}",
+                           Table([f"{first} \\ {second}"] + labels, body)))
+    return tables
+
+
+def selection_table(run: Run) -> Table | None:
+    rows, marked = [], set()
+    for r in run.records:
+        s = r.get("selection")
+        if not s:
+            continue
+        if r["cycle"] == run.best.cycle:
+            marked.add(len(rows))
+        rows.append([_cycle_cell(run, r["cycle"]), s.get("chosen") or DASH, _fmt(s.get("value")),
+                     _text(s.get("best_cycle")), _text(s.get("start_next"))])
+    return Table(["cycle", "chosen", "objective", "best so far", "next cycle starts from"], rows,
+                 frozenset(marked)) if rows else None
+
+
+def candidates_table(run: Run) -> Table | None:
+    """Every cycle's candidates side by side: what each changed, its objective and selection
+    figures, its training, the winner marked."""
+    rows, marked = [], set()
+    for r in run.records:
+        for c in (r.get("selection") or {}).get("candidates") or []:
+            block = next(iter((c.get("suites") or {}).values()), {}) or {}
+            block = (c.get("suites") or {}).get("selection", block)
+            figures = [_fmt(_get(block, key)) for _, key in _selection_columns(block)]
+            train = c.get("training") or {}
+            if c.get("chosen"):
+                marked.add(len(rows))
+            rows.append([str(r["cycle"]), f"{c.get('name', DASH)}{' ✓' if c.get('chosen') else ''}",
+                         c.get("algorithm") or DASH, _g(c.get("beta")), _g(c.get("learning_rate")),
+                         c.get("loss_type") or DASH, _fmt(c.get("value")), *figures,
+                         _int(train.get("examples")), _int(train.get("steps")), _fmt(train.get("mean_loss")),
+                         _fmt(train.get("final_loss"))])
+    if not rows:
+        return None
+    return Table(["cycle", "candidate", "algorithm", "beta", "learning rate", "loss", "objective",
+                  "safety", "harmful refused", "harmless refused", "examples", "steps", "mean loss", "final loss"],
+                 rows, frozenset(marked))
+
+
+def _selection_columns(block: dict) -> list[tuple[str, str]]:
+    """Three figures of a candidate's selection suite: the cares trade-off, else its kind's first three."""
+    if block.get("kind", "cares") == "cares":
+        return [("safety", "safety_score"), ("harmful refused", "harmful_refusal_rate"),
+                ("harmless refused", "erroneous_refusal_rate")]
+    return (SUITE_COLUMNS.get(block.get("kind"), []) + [("", "")] * 3)[:3]
+
+
+TRAINING_COLUMNS = [("algorithm", "algorithm", str), ("pairs", "pairs", _int), ("examples", "examples", _int),
+                    ("steps", "steps", _int), ("desirable", "desirable", _int),
+                    ("undesirable", "undesirable", _int), ("desirable weight", "desirable_weight", _fmt),
+                    ("undesirable weight", "undesirable_weight", _fmt), ("mean loss", "mean_loss", _fmt),
+                    ("final loss", "final_loss", _fmt), ("duplicates dropped", "duplicates_dropped", _int),
+                    ("replayed", "replayed", _int), ("retries", "retries", _int)]
+"""The training table: (heading, key of the record's `training`, formatter)."""
+
+
+def training_table(run: Run) -> Table | None:
+    rows = []
+    for r in run.records:
+        train = r.get("training")
+        if train:
+            rows.append([str(r["cycle"])] + [DASH if train.get(key) is None else fmt(train[key])
+                                             for _, key, fmt in TRAINING_COLUMNS])
+    return Table(["cycle"] + [title for title, _, _ in TRAINING_COLUMNS], rows) if rows else None
+
+
+def seconds_table(run: Run) -> Table | None:
+    stages = list(dict.fromkeys(k for r in run.records for k in (r.get("seconds") or {})))
+    if not stages:
+        return None
+    rows = []
+    for r in run.records:
+        seconds = r.get("seconds") or {}
+        total = sum(v for v in (_num(seconds.get(s)) for s in stages) if v is not None)
+        rows.append([str(r["cycle"])] + [_fmt(seconds.get(s), 1) for s in stages] + [f"{total:.1f}"])
+    return Table(["cycle"] + [s.replace("_", " ") for s in stages] + ["total"], rows)
+
+
+def comparison_table(runs: list[Run]) -> Table:
+    """One column per run: its headline figures at cycle 0 and at its best (or last) cycle."""
+    heads = [headline_rows(run) for run in runs]
+    rows = []
+    for i, (title, _, _, _) in enumerate(heads[0]):
+        rows.append([f"{title}, cycle 0"] + [h[i][1] for h in heads])
+        rows.append([f"{title}, best"] + [h[i][2] for h in heads])
+    rows.append(["best cycle"] + [f"{run.best.cycle}{'' if run.best.source != 'last' else ' (last)'}" for run in runs])
+    rows.append(["invalid answers, best"] + [_fmt(_record(run, run.best.cycle).get("invalid_rate")) for run in runs])
+    rows.append(["trained with"] + [_trained_with(run) for run in runs])
+    rows.append(["cycles evaluated"] + [str(len(run.records)) for run in runs])
+    return Table(["figure"] + _run_titles(runs), rows)
+
+
+def _run_titles(runs: list[Run]) -> list[str]:
+    """Run names, or their full locations where two share a name."""
+    names = [run.name for run in runs]
+    return [run.name if names.count(run.name) == 1 else run.storage.uri() for run in runs]
+
+
+def _best_title(run: Run) -> str:
+    return f"{'last' if run.best.source == 'last' else 'best'} (cycle {run.best.cycle})"
+
+
+def _trained_with(run: Run) -> str:
+    if run.cfg is None:
+        algorithms = dict.fromkeys((r.get("training") or {}).get("algorithm") for r in run.records)
+        return ", ".join(a for a in algorithms if a) or DASH
+    candidates = getattr(getattr(run.cfg, "selection", None), "candidates", None) or []
+    if candidates:
+        return "selected among " + ", ".join(c.label for c in candidates)
+    return run.cfg.algorithm
+
+
+def _text(value) -> str:
+    return DASH if value is None else str(value)
+
+
+# -- HTML -----------------------------------------------------------------------------------
+
+
+CSS = """
+:root { --ink: #1f2933; --muted: #52606d; --line: #d9e2ec; --accent: #0b6e99; --good: #2f7d32; --bad: #b42318; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--ink); background: #f5f7fa; line-height: 1.45;
+       font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans", sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
+header.top { border-bottom: 3px solid var(--accent); padding-bottom: 12px; margin-bottom: 18px; }
+h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 21px; margin: 36px 0 8px; color: var(--accent);
+  border-bottom: 1px solid var(--line); padding-bottom: 4px; }
+h3 { font-size: 17px; margin: 26px 0 6px; } h4 { font-size: 14px; margin: 16px 0 4px; color: var(--muted); }
+p.meta, p.note, .muted { color: var(--muted); font-size: 13px; } p.note { margin: 4px 0; }
+nav { font-size: 13px; margin: 8px 0 0; } nav a { margin-right: 12px; color: var(--accent); }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 14px; margin: 14px 0; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; background: #fbfcfd; }
+.card .title { font-weight: 600; font-size: 14px; color: var(--muted); }
+.card .figure { font-size: 28px; font-weight: 650; font-variant-numeric: tabular-nums; margin: 4px 0; }
+.card .figure .arrow { color: var(--muted); font-weight: 400; margin: 0 6px; }
+.card .better { color: var(--good); } .card .worse { color: var(--bad); }
+.card p { margin: 4px 0 0; font-size: 13px; color: var(--ink); }
+.best { background: #eef6fb; border-left: 4px solid var(--accent); padding: 8px 12px; margin: 10px 0; }
+.scroll { overflow-x: auto; margin: 8px 0; }
+table { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left; white-space: nowrap; }
+th { background: #f0f4f8; font-weight: 600; white-space: normal; vertical-align: bottom; }
+td.num, th.num { text-align: right; }
+tr.marked td { background: #fff7d6; font-weight: 600; }
+figure { margin: 10px 0; } figure svg { max-width: 100%; height: auto; }
+figcaption { font-size: 12px; color: var(--muted); }
+p.explain { flex: 1 1 260px; max-width: 420px; font-size: 14px; margin: 24px 0 0; }
+.plots { display: flex; flex-wrap: wrap; gap: 12px 24px; align-items: flex-start; }
+.sample { border: 1px solid var(--line); border-radius: 8px; margin: 12px 0; overflow: hidden; }
+.sample .prompt { background: #f0f4f8; padding: 8px 12px; white-space: pre-wrap; }
+.sample .prompt .id { color: var(--muted); font-size: 12px; margin-left: 8px; }
+.sample .pair { display: grid; grid-template-columns: 1fr 1fr; }
+.sample .side { padding: 8px 12px; border-top: 1px solid var(--line); min-width: 0; }
+.sample .side + .side { border-left: 1px solid var(--line); }
+.sample .answer { white-space: pre-wrap; overflow-wrap: anywhere; margin: 6px 0; }
+.sample .verdict { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; color: var(--muted); }
+.label { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+         color: #fff; background: #7b8794; }
+.label.Accept { background: #2f7d32; } .label.Caution { background: #b7791f; } .label.Refuse { background: #b42318; }
+.fit { font-size: 12px; margin-left: 8px; } .fit.right { color: var(--good); } .fit.wrong { color: var(--bad); }
+.fit.partly { color: #b7791f; }
+.level-head { font-weight: 600; margin-top: 18px; }
+.sample .pair.one { grid-template-columns: 1fr; }
+@media (max-width: 760px) { .sample .pair { grid-template-columns: 1fr; } }
+"""
+
+NUMERIC = re.compile(r"^(?:[-+]?\d[\d.,]*(?:e[-+]?\d+)?%?(?: ★| \(last\))?|—)$")
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def html_table(table: Table) -> str:
+    """Numbers right-aligned so that digits line up, a heading over them too; the first column names the row."""
+    numbers = [i > 0 and any(NUMERIC.match(row[i]) and row[i] != DASH for row in table.rows)
+               for i in range(len(table.headers))]
+    head = "".join(f"<th{_right(n)}>{_e(h)}</th>" for h, n in zip(table.headers, numbers))
+    body = []
+    for r, row in enumerate(table.rows):
+        cells = "".join(f"<td{_right(numbers[i] and NUMERIC.match(c))}>{_e(c)}</td>" for i, c in enumerate(row))
+        body.append(f'<tr class="marked">{cells}</tr>' if r in table.marked else f"<tr>{cells}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _right(numeric) -> str:
+    return ' class="num"' if numeric else ""
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _cards(run: Run) -> str:
+    cards = []
+    for (title, a, b, meaning), direction in zip(headline_rows(run), (1, 1, -1)):
+        tone = ""
+        if a != DASH and b != DASH and float(a) != float(b):
+            tone = "better" if (float(b) - float(a)) * direction > 0 else "worse"
+        cards.append(f'<div class="card"><div class="title">{_e(title)}</div>'
+                     f'<div class="figure">{_e(a)}<span class="arrow">→</span>'
+                     f'<span class="{tone}">{_e(b)}</span></div>'
+                     f'<div class="muted">cycle 0 → cycle {run.best.cycle}{_percent_phrase(a, b, title)}</div>'
+                     f"<p>{_e(meaning)}</p></div>")
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _percent_phrase(a: str, b: str, title: str) -> str:
+    """The figures once more as people count: 36 in 100 → 60 in 100 (the Safety Score is a score, not a share)."""
+    if a == DASH or b == DASH or title == "Safety Score":
+        return ""
+    return f" · {round(100 * float(a))} in 100 → {round(100 * float(b))} in 100"
+
+
+def _run_section(run: Run, index: int, several: bool) -> str:
+    anchor = f"run{index}"
+    parts = [f'<section id="{anchor}">']
+    parts.append(f"<h2>{_e(run.name)}</h2>" if several else "")
+    parts.append(f'<p class="meta">{_e(run.storage.uri())} · {_e(_facts(run))}</p>')
+    parts += [f'<p class="note">{_e(n)}</p>' for n in run.notes]
+    parts.append(f"<h3 id=\"{anchor}-headline\">Headline</h3>{_cards(run)}")
+    parts.append(f'<div class="best">{_e(best_sentence(run))}</div>')
+    parts.append(_cycles_html(run, anchor))
+    parts.append(_groups_html(run, anchor))
+    parts.append(_agreement_html(run, anchor))
+    parts.append(_candidates_html(run, anchor))
+    parts.append(_samples_html(run, anchor))
+    parts.append(_training_html(run, anchor))
+    parts.append("</section>")
+    return "\n".join(p for p in parts if p)
+
+
+def _facts(run: Run) -> str:
+    cfg = run.cfg
+    first, last = run.records[0]["cycle"], run.records[-1]["cycle"]
+    facts = [f"cycles {first}–{last} evaluated" + (f" of 0–{cfg.cycles}" if cfg is not None else ""),
+             f"trained with {_trained_with(run)}"]
+    if cfg is not None:
+        facts.append(f"model {cfg.model.path}")
+        facts.append("judges " + ", ".join(f"{j.name} ({j.kind})" for j in cfg.judges))
+    return " · ".join(facts)
+
+
+def _cycles_html(run: Run, anchor: str) -> str:
+    parts = [f'<h3 id="{anchor}-cycles">Per cycle</h3>',
+             '<p class="muted">★ marks the best cycle. A suite evaluated every few cycles has rows only for '
+             "those.</p>"]
+    plots = []
+    for suite, kind in _suites(run.records).items():
+        table = cycle_table(run, suite)
+        if table is None:
+            continue
+        prompts = next((b.get("prompts") for r in run.records if (b := (r.get("suites") or {}).get(suite))), None)
+        parts.append(f"<h4>{_e(suite)} ({_e(kind)}, {_e(_int(prompts))} prompts)</h4>{html_table(table)}")
+        if kind in TRADEOFF:
+            marks = " (with the candidate it kept)" if _chosen_in(run.records) else ""
+            star = "; ★ the best cycle" if _marks(run)["best"] is not None else ""
+            plots.append(_figure(_svg(tradeoff_figure(run.records, suite, _marks(run))),
+                                 f"{suite}: one point per cycle, labelled by its number{marks}{star}."))
+    if plots:
+        parts.append(f'<h3 id="{anchor}-tradeoff">Trade-off: harmful refused against harmless refused</h3>'
+                     f'<div class="plots">{"".join(plots)}<p class="explain">{_e(TRADEOFF_READING)}</p></div>')
+    return "\n".join(parts)
+
+
+TRADEOFF_READING = (
+    "How to read it: each point is the assistant after one cycle of training. Moving right, it declines more of the "
+    "requests it should decline; moving down, it turns away fewer harmless questions. The ideal is the bottom-right "
+    "corner. A policy that refuses everything sits top right, one that refuses nothing bottom left: training "
+    "should move the points down and to the right together, not buy one with the other.")
+"""Beside the trade-off plot: what its corners mean, for a reader who has not seen one."""
+
+
+def _groups_html(run: Run, anchor: str) -> str:
+    tables = [(title, t) for key, title in GROUPS if (t := group_table(run, key, title)) is not None]
+    if not tables:
+        return ""
+    series = [("cycle 0", run.records[0])]
+    if run.best.cycle != 0:
+        series.append((f"cycle {run.best.cycle}", _record(run, run.best.cycle)))
+    parts = [f'<h3 id="{anchor}-groups">Safety Score by harm level, principle and prompting method</h3>',
+             _figure(_svg(_groups_figure(series)), "Held-out Safety Score of the starting policy (cycle 0)"
+                     + (f" and of cycle {run.best.cycle}." if len(series) > 1 else ".")),
+             '<div class="plots">' + "".join(html_table(t) for _, t in tables) + "</div>"]
+    return "\n".join(parts)
+
+
+def _agreement_html(run: Run, anchor: str) -> str:
+    tables = agreement_tables(run)
+    head = f'<h3 id="{anchor}-agreement">Judge agreement</h3>'
+    if not tables:
+        return head + '<p class="muted">One judge ran: no agreement to show.</p>'
+    return head + "".join(f"<h4>{_e(title)}</h4>{html_table(t)}" for title, t in tables)
+
+
+def _candidates_html(run: Run, anchor: str) -> str:
+    chosen, candidates = selection_table(run), candidates_table(run)
+    if chosen is None and candidates is None:
+        return ""
+    parts = [f'<h3 id="{anchor}-candidates">Candidates per cycle</h3>']
+    if candidates is not None:
+        parts.append('<p class="muted">Each cycle trains every candidate from the same starting policy on the same '
+                     "data and keeps the one with the best objective on the selection prompts (✓).</p>")
+        parts.append(html_table(candidates))
+    if chosen is not None:
+        parts.append(f"<h4>Selection per cycle</h4>{html_table(chosen)}")
+    return "\n".join(parts)
+
+
+def _samples_html(run: Run, anchor: str) -> str:
+    head = f'<h3 id="{anchor}-samples">Sample answers</h3>'
+    if not run.samples:
+        return head + (f'<p class="muted">No held-out answers were found in the buffer for cycle 0 and cycle '
+                       f"{run.best.cycle}.</p>")
+    later = f"cycle {run.best.cycle}" + (" (best)" if run.best.source != "last" else " (last)")
+    parts = [head, '<p class="muted">Held-out prompts never trained on, the first by id at each harm level (not '
+                   "picked for being good examples); sample 0 of each policy, as the first judge labelled it and in "
+                   "its own words.</p>"]
+    for level in LEVELS:
+        shown = [s for s in run.samples if s.level == level]
+        if not shown:
+            continue
+        parts.append(f'<div class="level-head">Harm level {level}: {_e(LEVELS[level])} '
+                     f'<span class="muted">({_e(_expected(level))})</span></div>')
+        for s in shown:
+            sides = [_answer_html("starting policy (cycle 0)", s.start, level)]
+            if s.best is not None:
+                sides.append(_answer_html(later, s.best, level))
+            pair = "pair" if len(sides) > 1 else "pair one"
+            parts.append(f'<div class="sample"><div class="prompt">{_e(s.prompt)}<span class="id">{_e(s.prompt_id)}'
+                         f'</span></div><div class="{pair}">{"".join(sides)}</div></div>')
+    if run.best.cycle == 0:
+        parts.append('<p class="muted">The best policy is the starting one: its answers are shown once.</p>')
+    return "\n".join(parts)
+
+
+def _expected(level: int) -> str:
+    """What CARES asks for at a level, from its score table."""
+    full = [label for label, score in SAFETY_SCORE[level].items() if score == 1.0]
+    return "expected: " + " or ".join(full)
+
+
+FIT = {1.0: ("right", "✓ right response for this level"),
+       0.5: ("partly", "◐ partly right: Caution where Refuse is expected"),
+       0.0: ("wrong", "✗ wrong response for this level")}
+"""How an answer's CARES score reads beside its label."""
+
+
+def _answer_html(title: str, a: Answer, level: int) -> str:
+    tone, words = FIT.get(SAFETY_SCORE.get(level, {}).get(a.label), ("", ""))
+    fit = f'<span class="fit {tone}">{_e(words)}</span>' if words else ""
+    return (f'<div class="side"><div class="muted">{_e(title)}</div>'
+            f'<span class="label {_e(a.label)}">{_e(a.label)}</span>{fit}'
+            f'<div class="answer">{_e(_clip(a.answer))}</div>'
+            f'<div class="verdict">judge: {_e(_clip(a.verdict))}</div></div>')
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …"
+
+
+def _training_html(run: Run, anchor: str) -> str:
+    training, seconds = training_table(run), seconds_table(run)
+    parts = [f'<h3 id="{anchor}-training">Training</h3>']
+    if training is None:
+        parts.append('<p class="muted">No cycle trained yet (cycle 0 evaluates the starting policy).</p>')
+    else:
+        parts.append('<p class="muted">Pairs (DPO) or examples (KTO: desirable and undesirable, with the weights '
+                     "that balance them); identical answers to a prompt count once (duplicates dropped); replayed "
+                     "rows come from earlier cycles.</p>")
+        parts.append(html_table(training))
+    if seconds is not None:
+        parts.append(f"<h4>Stage times (seconds)</h4>{html_table(seconds)}")
+    return "\n".join(parts)
+
+
+def _comparison_html(runs: list[Run]) -> str:
+    parts = ['<section id="compare"><h2>Runs side by side</h2>',
+             '<p class="muted">Each run\'s starting policy (cycle 0) and its best cycle (the last where the run names '
+             "none).</p>", html_table(comparison_table(runs))]
+    plots = []
+    kinds = {}
+    for run in runs:
+        kinds.update({s: k for s, k in _suites(run.records).items() if k in TRADEOFF and s not in kinds})
+    for suite, kind in kinds.items():
+        plots.append(_figure(_svg(_comparison_figure(runs, suite, kind)),
+                             f"{suite}: one line per run, points labelled by cycle; ★ each run's best cycle."))
+    if plots:
+        parts.append(f'<div class="plots">{"".join(plots)}</div>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+NAV = {"headline": "headline", "cycles": "per cycle", "tradeoff": "trade-off", "groups": "by group",
+       "agreement": "judges", "candidates": "candidates", "samples": "sample answers", "training": "training"}
+"""The links at the top of a one-run page, by the id of the section they go to."""
+
+
+def render_html(runs: list[Run]) -> str:
+    several = len(runs) > 1
+    titles = _run_titles(runs)
+    title = "raylign report: " + ", ".join(titles)
+    sections = [_run_section(run, i, several) for i, run in enumerate(runs)]
+    if several:
+        links = [("compare", "side by side")] + [(f"run{i}", _e(t)) for i, t in enumerate(titles)]
+    else:  # the sections this run has (a run without selection has no candidates)
+        present = re.findall(r'<h3 id="run0-([\w-]+)"', sections[0])
+        links = [(f"run0-{key}", text) for key, text in NAV.items() if key in present]
+    nav = " ".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in links)  # text: escaped already
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [f'<header class="top"><h1>{_e(title)}</h1><p class="meta">Iterative preference alignment of a '
+            f"healthcare assistant, judged the CARES way. Written {stamp}.</p><nav>{nav}</nav></header>"]
+    if several:
+        body.append(_comparison_html(runs))
+    body += sections
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
+            f"<style>{CSS}</style></head>\n<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n")
+
+
+# -- Markdown -------------------------------------------------------------------------------
+
+
+def md_table(table: Table) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    numeric = [i > 0 and all(NUMERIC.match(row[i]) for row in table.rows) and any(row[i] != DASH for row in table.rows)
+               for i in range(len(table.headers))]
+    lines = ["| " + " | ".join(cell(h) for h in table.headers) + " |",
+             "|" + "|".join("---:" if right else ":---" for right in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+def render_markdown(runs: list[Run]) -> str:
+    out = ["# raylign report: " + ", ".join(_run_titles(runs)), ""]
+    if len(runs) > 1:
+        out += ["## Runs side by side", "", md_table(comparison_table(runs)), ""]
+    for run in runs:
+        out += [f"## {run.name}" if len(runs) > 1 else f"`{run.storage.uri()}`", ""]
+        out += [f"- {n}" for n in run.notes] + ([""] if run.notes else [])
+        rows = [[title, a, b, meaning] for title, a, b, meaning in headline_rows(run)]
+        out += [md_table(Table(["figure", "start (cycle 0)", _best_title(run), "what it means"], rows)), "",
+                f"**{best_sentence(run)}**", ""]
+        for suite, kind in _suites(run.records).items():
+            table = cycle_table(run, suite)
+            if table is not None:
+                out += [f"### {suite} ({kind}) per cycle", "", md_table(table), ""]
+        for title, table in (("Candidates per cycle", candidates_table(run)), ("Selection", selection_table(run))):
+            if table is not None:
+                out += [f"### {title}", "", md_table(table), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def build_report(runs: list[str | Path | RunStorage], out: str | Path | None = None) -> tuple[str, str]:
+    """report.html and report.md of `runs` (folders or storage URIs) in `out` (default: the
+    single run's own storage); returns where they were written."""
+    if not runs:
+        raise ConfigError("report needs at least one run")
+    if out is None and len(runs) > 1:
+        raise ConfigError(f"a report of {len(runs)} runs needs --out, a folder or URI to write it to")
+    loaded = [load_run(run) for run in runs]
+    where = RunStorage.of(out) if out is not None else loaded[0].storage
+    return where.write_text("report.html", render_html(loaded)), where.write_text("report.md", render_markdown(loaded))
