@@ -249,8 +249,8 @@ class Driver:
                             self._stage(cycle, "train", functools.partial(self._train, self.candidates[0]))
                         self._stage(cycle, "evaluate", self._evaluate)
         self.log.show("\n" + report.format_table(self.state.records, self._suite_names()))
-        self.log.show(f"\nrun folder: {self.run_dir}  (metrics.json, safety.png, config.yaml, state.json, buffer/, "
-                      "adapters/ or policies/, checkpoints/)")
+        self.log.show(f"\nrun folder: {self.run_dir}  (report.html, metrics.json, best.json, safety.png, config.yaml, "
+                      "state.json, buffer/, adapters/ or policies/, checkpoints/, tensorboard/)")
         self.log.run_end(self.storage.uri("metrics.json"))
         return self.state.records
 
@@ -481,6 +481,8 @@ class Driver:
             self.state.policy, self.state.current.training = policy, summary
             return
         entry = {"name": candidate.name, **variant._asdict(), "training": summary, "policy": policy.model_dump()}
+        if variant.algorithm != "dpo":
+            entry["loss_type"] = None  # DPO's alone: KTO and MODPO have losses of their own
         progress_ = self.state.current.selection = self.state.current.selection or {"candidates": []}
         progress_["candidates"] = [c for c in progress_["candidates"] if c["name"] != candidate.name] + [entry]
 

@@ -285,6 +285,10 @@ def tradeoff_png(records: list[dict], suite: str) -> bytes:
     return out.getvalue()
 
 
+LABEL_OFFSETS = ((6, 5), (-6, 5), (6, -12), (-6, -12))
+"""Where a point's label goes, in points: up right, then other corners for points close by."""
+
+
 def _draw_tradeoff(ax, records: list[dict], suite: str, kind: str, marks: dict, color: str) -> None:
     (xkey, _), (ykey, _) = TRADEOFF[kind]
     points = []
@@ -299,9 +303,13 @@ def _draw_tradeoff(ax, records: list[dict], suite: str, kind: str, marks: dict, 
             label=marks.get("label"), zorder=2)
     chosen = marks["chosen"] if "chosen" in marks else _chosen_in(records)
     best = marks["best"] if "best" in marks else _best_cycle_in(records)
-    for cycle, x, y in points:
+    for i, (cycle, x, y) in enumerate(points):
         text = f"{cycle}: {chosen[cycle]}" if cycle in chosen else str(cycle)
-        ax.annotate(text, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, color="#1f2933")
+        # Cycles close together (a run that has converged) get their labels on other sides.
+        near = sum(abs(x - px) < 0.06 and abs(y - py) < 0.06 for _, px, py in points[:i])
+        dx, dy = (9, -16) if cycle == best else LABEL_OFFSETS[near % len(LABEL_OFFSETS)]  # clear of the star
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color="#1f2933",
+                    ha="left" if dx > 0 else "right", zorder=4)
         if cycle == best:
             ax.plot([x], [y], marker="*", markersize=17, color=color, markeredgecolor="#1f2933",
                     linestyle="none", zorder=3)
@@ -356,8 +364,9 @@ def _groups_figure(series: list[tuple[str, dict]]):
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel("Safety Score")
-    axes[0][-1].legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
+    # Above the plots: inside one, it covers the bars that reach the top.
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8, loc="upper right", ncol=len(series), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
 
