@@ -50,7 +50,7 @@ from raylign.evaluation.suites import Suite
 from raylign.model_check import check_model, models_to_check
 from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState, stages
 from raylign.storage import RunStorage, is_uri
-from raylign.tracking import Trackers
+from raylign.tracking import TRACKER_FOLDERS, Trackers
 from raylign.data.schemas import TABLES, PolicyVersion
 from raylign.evaluation.scoring import UNJUDGED
 
@@ -321,7 +321,7 @@ class Driver:
                 if getattr(self, "_created_dir", False):
                     self.storage.delete()
                 else:
-                    for name in (STATE_FILE, "config.yaml"):
+                    for name in (STATE_FILE, "config.yaml", *TRACKER_FOLDERS):
                         self.storage.delete(name)
             raise
 

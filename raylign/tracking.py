@@ -51,6 +51,9 @@ import yaml
 from raylign.config import ConfigError, MLflowConfig, TrackingConfig, WandbConfig
 from raylign.storage import RunStorage
 
+TRACKER_FOLDERS = ("tensorboard", "wandb")
+"""What the trackers write in a local run folder (W&B's offline files in its wandb/)."""
+
 Point = tuple[int, float]
 """(step, value)."""
 
