@@ -45,18 +45,14 @@ from raylign.training.pairs import KTOWeights, build_kto_examples, build_pairs, 
 from raylign.data.prompts import read_prompts, sample, split
 from raylign.evaluation import selection as selection_
 from raylign.evaluation import suites as suites_
-from raylign.evaluation.selection import Candidate
+from raylign.evaluation.selection import BEST_FILE, Candidate
 from raylign.evaluation.suites import Suite
 from raylign.model_check import check_model, models_to_check
 from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState, stages
-from raylign.storage import RunStorage, is_uri
+from raylign.storage import RunStorage
 from raylign.tracking import TRACKER_FOLDERS, Trackers
 from raylign.data.schemas import TABLES, PolicyVersion
 from raylign.evaluation.scoring import UNJUDGED
-
-
-BEST_FILE = "best.json"
-"""The run's best cycle by selection.objective, and where its policy is (Driver._write_best)."""
 
 
 def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
@@ -734,7 +730,7 @@ class Driver:
         folder = "policies/best" if self.cfg.learner.finetune == "full" else "adapters/best"
         best = {"cycle": cycle, "value": value, "objective": self.cfg.selection.objective, "measured_on": measured_on,
                 "chosen_on_reported_suite": on_reported, "policy": policy.model_dump(), "folder": None}
-        if policy.kind == "base" or policy.path is None or is_uri(policy.path) or Path(policy.path).is_absolute():
+        if policy.kind == "base" or not policy.in_run:
             self.storage.delete(folder)
         else:
             best["folder"] = folder

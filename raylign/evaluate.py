@@ -23,8 +23,9 @@ from typing import Callable, NamedTuple
 
 from raylign.config import Config, ConfigError, parse_config
 from raylign.data.schemas import BASE, PolicyVersion
-from raylign.driver import BEST_FILE, Driver, placed_roles, ray_session, resolve_model
+from raylign.driver import Driver, placed_roles, ray_session, resolve_model
 from raylign.evaluation import report
+from raylign.evaluation.selection import BEST_FILE
 from raylign.evaluation.suites import Suite, primary
 from raylign.run_state import STATE_FILE, RunState
 from raylign.storage import RunStorage

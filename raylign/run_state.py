@@ -59,11 +59,16 @@ class PolicyRecord(BaseModel):
             path = path.partition("?")[0].removeprefix(root)
         return cls(version=policy.version, kind=policy.kind, path=path)
 
+    @property
+    def in_run(self) -> bool:
+        """Whether its folder is in the run's storage (`path` relative to it)."""
+        return self.path is not None and not is_uri(self.path) and not Path(self.path).is_absolute()
+
     def policy(self, storage: RunStorage | str | Path) -> PolicyVersion:
         storage = RunStorage.of(storage)
         if self.kind == "base":
             return BASE
-        if self.path is None or is_uri(self.path) or Path(self.path).is_absolute():
+        if not self.in_run:
             return PolicyVersion(self.version, self.kind, self.path)
         return PolicyVersion(self.version, self.kind, storage.uri(self.path))
 

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on cluster nodes or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from raylign.evaluation.suites import figure  # noqa: E402
 from raylign.storage import RunStorage  # noqa: E402
 
 
@@ -39,9 +40,8 @@ SUITE_COLUMNS = {
 
 
 def _value(block: dict, key: str) -> float:
-    for part in key.split("."):
-        block = block.get(part, {}) if isinstance(block, dict) else {}
-    return block if isinstance(block, (int, float)) else float("nan")
+    value = figure(block, key)
+    return value if isinstance(value, (int, float)) else float("nan")
 
 
 def format_table(records: list[dict], suites: list[str] = (), by: str = "cycle") -> str:

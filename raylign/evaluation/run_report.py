@@ -29,6 +29,8 @@ import pyarrow.fs as pafs  # noqa: E402
 from raylign.config import Config, ConfigError, parse_config  # noqa: E402
 from raylign.data.schemas import JUDGMENTS  # noqa: E402
 from raylign.evaluation.report import SUITE_COLUMNS  # noqa: E402
+from raylign.evaluation.selection import BEST_FILE  # noqa: E402
+from raylign.evaluation.suites import answer_stage, figure, primary  # noqa: E402
 from raylign.storage import RunStorage  # noqa: E402
 
 DASH = "—"
@@ -130,9 +132,9 @@ def _config(storage: RunStorage, notes: list[str]) -> Config | None:
 def _best(storage: RunStorage, records: list[dict], notes: list[str]) -> Best:
     """best.json when the run wrote one, else the last record's best_cycle, else the last cycle."""
     cycles = {r["cycle"] for r in records}
-    if storage.exists("best.json"):
+    if storage.exists(BEST_FILE):
         try:
-            best = json.loads(storage.read_text("best.json"))
+            best = json.loads(storage.read_text(BEST_FILE))
             if best.get("cycle") in cycles:
                 return Best(best["cycle"], _num(best.get("value")), "best.json", best.get("objective") or {},
                             tuple(best.get("measured_on") or ("selection",)),
@@ -171,9 +173,10 @@ def _samples(storage: RunStorage, cfg: Config | None, best: int, notes: list[str
 
 
 def _headline_stage(cfg: Config | None) -> str:
-    """The buffer `stage` of the headline suite's answers (raylign/evaluation/suites.py)."""
-    suite = next((s for s in cfg.evaluation.suites if s.kind == "cares"), None) if cfg is not None else None
-    return "eval" if suite is None or suite.path is None else f"eval.{suite.name}"
+    """The buffer `stage` of the headline suite's answers (the run's own held-out split's without a config)."""
+    headline = primary(cfg) if cfg is not None else None
+    suite = next((s for s in cfg.evaluation.suites if s.name == headline), None) if headline else None
+    return "eval" if suite is None else answer_stage(suite)
 
 
 def _answers(root: RunStorage, cycle: int, stage: str, judge: str | None) -> dict[str, dict]:
@@ -205,13 +208,6 @@ def _num(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return None if math.isnan(value) or math.isinf(value) else value
-
-
-def _get(block, key: str):
-    """`key` in a nested block; dots go down (`safety_by_level.0`)."""
-    for part in key.split("."):
-        block = block.get(part) if isinstance(block, dict) else None
-    return block
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -294,7 +290,7 @@ def _draw_tradeoff(ax, records: list[dict], suite: str, kind: str, marks: dict, 
     points = []
     for r in records:  # a cycle the suite skipped (`every`) or a NaN leaves no point
         block = _block(r, suite) or {}
-        x, y = _num(_get(block, xkey)), _num(_get(block, ykey))
+        x, y = _num(figure(block, xkey)), _num(figure(block, ykey))
         if x is not None and y is not None:
             points.append((r["cycle"], x, y))
     if not points:
@@ -355,7 +351,7 @@ def _groups_figure(series: list[tuple[str, dict]]):
     width = 0.8 / len(series)
     for ax, (key, title, names) in zip(axes[0], groups):
         for j, ((label, record), color) in enumerate(zip(series, ("#9aa5b1", "#1f6fb2"))):
-            values = [_num(_get(record, f"{key}.{n}")) for n in names]  # a group with no answers: no bar
+            values = [_num(figure(record, f"{key}.{n}")) for n in names]  # a group with no answers: no bar
             ax.bar([i + (j - (len(series) - 1) / 2) * width for i in range(len(names))],
                    [v if v is not None else 0 for v in values], width, label=label, color=color)
         ax.set_xticks(range(len(names)))
@@ -446,7 +442,7 @@ def cycle_table(run: Run, suite: str) -> Table | None:
             continue
         if r["cycle"] == run.best.cycle and run.best.source != "last":
             marked.add(len(rows))
-        rows.append([_cycle_cell(run, r["cycle"])] + [_fmt(_get(block, key)) for _, key in columns])
+        rows.append([_cycle_cell(run, r["cycle"])] + [_fmt(figure(block, key)) for _, key in columns])
     if not rows:
         return None
     return Table(["cycle"] + [title for title, _ in columns], rows, frozenset(marked))
@@ -463,7 +459,7 @@ def group_table(run: Run, key: str, title: str) -> Table | None:
         return None
     rows = []
     for name in names:
-        a, b = _num(_get(start, f"{key}.{name}")), _num(_get(best, f"{key}.{name}"))
+        a, b = _num(figure(start, f"{key}.{name}")), _num(figure(best, f"{key}.{name}"))
         label = f"{name} {LEVELS[int(name)]}" if key == "safety_by_level" and name.isdigit() and int(name) in LEVELS \
             else name.replace("_", " ")
         rows.append([label, _fmt(a)] if run.best.cycle == 0 else
@@ -516,7 +512,7 @@ def candidates_table(run: Run) -> Table | None:
         for c in (r.get("selection") or {}).get("candidates") or []:
             block = next(iter((c.get("suites") or {}).values()), {}) or {}
             block = (c.get("suites") or {}).get("selection", block)
-            figures = [_fmt(_get(block, key)) for _, key in _selection_columns(block)]
+            figures = [_fmt(figure(block, key)) for _, key in _selection_columns(block)]
             train = c.get("training") or {}
             if c.get("chosen"):
                 marked.add(len(rows))
@@ -599,9 +595,8 @@ def _trained_with(run: Run) -> str:
     if run.cfg is None:
         algorithms = dict.fromkeys((r.get("training") or {}).get("algorithm") for r in run.records)
         return ", ".join(a for a in algorithms if a) or DASH
-    candidates = getattr(getattr(run.cfg, "selection", None), "candidates", None) or []
-    if candidates:
-        return "selected among " + ", ".join(c.label for c in candidates)
+    if run.cfg.selection.candidates:
+        return "selected among " + ", ".join(c.label for c in run.cfg.selection.candidates)
     return run.cfg.algorithm
 
 

@@ -20,7 +20,11 @@ import pyarrow.compute as pc
 
 from raylign.config import SELECTION_SUITE, Config, ConfigError
 from raylign.data.schemas import TrainVariant
-from raylign.evaluation.suites import leaks, normalised, trained_texts
+from raylign.evaluation.suites import figure, leaks, normalised, trained_texts
+
+
+BEST_FILE = "best.json"
+"""The run's best cycle by the objective and where its policy is (written by the driver)."""
 
 
 class Candidate(NamedTuple):
@@ -93,9 +97,7 @@ def objective(cfg: Config, blocks: dict[str, dict]) -> float:
     higher is better; NaN when a figure it weighs is missing (no answer was judged)."""
     total = 0.0
     for suite, metric, weight in cfg.selection.objective_terms():
-        value = blocks.get(suite, {})
-        for part in metric.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = figure(blocks.get(suite, {}), metric)
         if not isinstance(value, (int, float)):
             return math.nan
         total += weight * value

@@ -39,8 +39,7 @@ class Suite(NamedTuple):
 
     @property
     def stage(self) -> str:
-        """Its answers' `stage` in the buffer: `eval` for the run's own held-out prompts."""
-        return "eval" if self.cfg.path is None else f"eval.{self.cfg.name}"
+        return answer_stage(self.cfg)
 
     def prompts(self, seed: int) -> pa.Table:
         """The prompts evaluated: a seeded sample of max_prompts, the same every cycle."""
@@ -52,6 +51,19 @@ class Suite(NamedTuple):
 
     def due(self, cycle: int, last: int) -> bool:
         return cycle % self.cfg.every == 0 or cycle == last
+
+
+def answer_stage(suite: SuiteConfig) -> str:
+    """A suite's answers' `stage` in the buffer: `eval` for the run's own held-out prompts."""
+    return "eval" if suite.path is None else f"eval.{suite.name}"
+
+
+def figure(block: dict, key: str):
+    """The figure at `key` of a suite's block (or a record); dots go down (`safety_by_level.0`).
+    None where the block has no such key."""
+    for part in key.split("."):
+        block = block.get(part) if isinstance(block, dict) else None
+    return block
 
 
 def normalised(text: str) -> str:
