@@ -12,6 +12,8 @@ per-objective scores and the judging latency. Kinds (raylign/config.py, JudgeCon
 - self: the policy judges its own answers through the generators' engines;
 - ensemble: member judges in the replica, combined by vote or weights (raylign/judging/ensemble.py).
 
+`PromptLeveller` is the prompt classifier: it gives prompts from conversation logs a harm level.
+
 The pool is a Ray Serve deployment: `replicas` replicas on their own resources, or autoscaled
 between `min_replicas` and `max_replicas` by backlog (batches queued or in work per replica).
 A replica takes one batch at a time, so queued batches wait for the first free replica, new
@@ -31,8 +33,8 @@ import pyarrow as pa
 import ray
 import torch
 
-from raylign.config import GeneratorConfig, JudgeConfig
-from raylign.data.schemas import BASE, JUDGMENTS, PolicyVersion
+from raylign.config import JudgeConfig, PromptClassifierConfig
+from raylign.data.schemas import BASE, JUDGMENTS, PROMPT_LEVELS, PolicyVersion, chat_of
 from raylign.evaluation.scoring import UNJUDGED, objective_scores
 from raylign.judging.verdicts import Verdict
 
@@ -45,7 +47,7 @@ def make_judge(cfg: JudgeConfig, engines: list):
 
         return RulesJudge(cfg.rules)
     if cfg.kind in ("llm", "self"):
-        from raylign.judging.llm import EngineChat, HTTPChat, RubricJudge
+        from raylign.judging.llm import EngineChat, RubricJudge, llm_chat
         from raylign.judging.rubrics import load_rubric
 
         if cfg.kind == "self":
@@ -56,15 +58,8 @@ def make_judge(cfg: JudgeConfig, engines: list):
             chat = EngineChat(lambda *args: ray.get(next(turns).answer.remote(*args)), s.max_tokens)
             return RubricJudge(load_rubric(s.rubric, s.criteria), chat, "self", s.max_retries, s.retry_temperature)
         c = cfg.llm
-        if c.backend == "http":
-            chat = HTTPChat(c)
-        else:
-            from raylign.actors.vllm_engine import VLLMGenerator
-
-            engine = VLLMGenerator(c.model, c.dtype, GeneratorConfig(vllm=c.engine), None, seed=0)
-            chat = EngineChat(engine.answer, c.max_tokens)
         rubric = load_rubric(c.rubric, c.criteria, c.reply_format, c.label_map)
-        return RubricJudge(rubric, chat, c.model, c.max_retries, c.retry_temperature)
+        return RubricJudge(rubric, llm_chat(c), c.model, c.max_retries, c.retry_temperature)
     if cfg.kind == "reward_model":
         from raylign.judging.reward_model import RewardModelJudge
         from raylign.training.sequences import device_for
@@ -213,3 +208,26 @@ class JudgePool:
         rows = rollouts.to_pylist()
         return judgment_table(rows, [Verdict(UNJUDGED, why[:2000], {}, 0.0)] * len(rows), self.cfg.name,
                               self.info.version)
+
+
+class PromptLeveller:
+    """Gives prompts a harm level (raylign/judging/prompt_levels.py); the driver runs it as an actor."""
+
+    def __init__(self, cfg: PromptClassifierConfig):
+        from raylign.judging.prompt_levels import make_prompt_classifier
+        from raylign.training.sequences import device_for
+
+        if cfg.kind == "classifier":
+            torch.set_num_threads(max(1, int(cfg.num_cpus)))
+        self.cfg = cfg
+        self.classifier = make_prompt_classifier(cfg, device_for(cfg.num_gpus))
+
+    def classify(self, prompts: pa.Table, cycle: int) -> pa.Table:
+        """PROMPTS rows in, their PROMPT_LEVELS rows out (same order)."""
+        rows = prompts.select(["id", "prompt", "messages"]).to_pylist()
+        verdicts = self.classifier.classify([chat_of(row) for row in rows])
+        return pa.Table.from_pylist([
+            {"cycle": cycle, "prompt_id": row["id"], "harmful_level": v.level, "predicted_level": v.predicted,
+             "confidence": v.confidence, "classifier": self.classifier.version, "reason": v.reason[:2000]}
+            for row, v in zip(rows, verdicts, strict=True)
+        ], schema=PROMPT_LEVELS)

@@ -7,6 +7,8 @@
     raylign buffer import FILE RUN
     raylign buffer stats RUN
     raylign report RUN [RUN ...] [--out DIR]
+    raylign review export RUN --cycle N [--size 200] [--stage train] [--seed 0] [--show-labels] [--out DIR]
+    raylign review import FILE RUN [--on-invalid error|skip]
 
 With no CONFIG, runs the embedded default (configs/local.yaml holds the same values): the
 project's own tiny model, the bundled CARES-schema prompt set and the rules judge, on a local
@@ -16,7 +18,9 @@ started with; where it runs (resources, replicas, engines, addresses) may change
 --set or a CONFIG written for another cluster, and what it computes may not. RUN, like --out,
 is a folder or a storage URI (s3://bucket/runs/r1). `eval` evaluates a policy (a model, an
 adapter, or a run and one of its cycles) on the evaluation suites without training, or two
-side by side.
+side by side. `review export` writes a sample of a cycle's judged answers for clinicians to label
+(CSV and JSONL, blind unless --show-labels); `review import` checks a filled-in file and stores its
+labels as judgments of the judge `human` (raylign/evaluation/review.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from pathlib import Path
 
 from raylign.config import Config, ConfigError, load_config, parse_config
 from raylign.data.exchange import ExchangeError
-from raylign.data.prompts import PromptSetError
+from raylign.data.prompts import PromptSetError, listed
+from raylign.evaluation import review
 from raylign.events import FORMATS, RunLog
 from raylign.model_check import ModelError
 from raylign.storage import RunStorage, StorageError, is_uri
@@ -75,6 +80,22 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", metavar="RUN", help="run folder or storage URI")
     report.add_argument("--out", help="folder or storage URI to write them to (default: the run's own; "
                                       "needed for several runs)")
+    reviewing = sub.add_parser("review", help="clinician review: a sample of judged answers out, people's labels in")
+    step = reviewing.add_subparsers(dest="action", required=True)
+    rexport = step.add_parser("export", help="a stratified, seeded sample of a cycle's judged answers to label, "
+                                             "as CSV and JSONL")
+    rexport.add_argument("run", help="run folder or storage URI")
+    rexport.add_argument("--cycle", type=int, required=True, help="the cycle whose answers to review")
+    rexport.add_argument("--size", type=int, help="answers to sample (default 200)")
+    rexport.add_argument("--stage", help="the answers' stage in the buffer (default train: those trained on)")
+    rexport.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    rexport.add_argument("--show-labels", action="store_true", help="add the judge's label (default: blind)")
+    rexport.add_argument("--out", help="folder or storage URI to write to (default: RUN/review)")
+    rimport = step.add_parser("import", help="a filled-in review file's labels, as judgments of the judge `human`")
+    rimport.add_argument("file", help="the review file, .csv or .jsonl")
+    rimport.add_argument("run", help="run folder or storage URI")
+    rimport.add_argument("--on-invalid", choices=review.ON_INVALID,
+                         help="bad rows: error imports nothing, skip imports the rest (default: review.on_invalid)")
     return parser
 
 
@@ -112,6 +133,24 @@ def _buffer_command(args) -> None:
         print(json.dumps(exchange.buffer_stats(buffer), indent=2))
 
 
+def _review_command(args) -> None:
+    if args.action == "export":
+        given = {"size": args.size, "stage": args.stage, "seed": args.seed, "out": args.out}
+        written = review.export_review(args.run, args.cycle, blind=not args.show_labels,
+                                       **{k: v for k, v in given.items() if v is not None})
+        rows = len(review.read_review(written[-1]).rows)
+        shown = "the judge's labels shown" if args.show_labels else "blind"
+        print(f"{rows} answers of cycle {args.cycle} to review ({shown}): written {written[0]} and {written[1]}")
+        return
+    result = review.import_review(args.file, args.run, args.on_invalid)
+    cycles = ", ".join(map(str, result.cycles))
+    where = f"cycle(s) {cycles}, part {result.part}" if result.accepted else "nothing stored"
+    print(f"{result.accepted} label(s) imported as judge {review.HUMAN} ({where}); "
+          f"{result.not_reviewed} row(s) not reviewed")
+    if result.problems:
+        print(f"skipped {listed(result.problems)}")
+
+
 def _resumed_config(args) -> tuple[Config, RunStorage]:
     """The config a run started with (RUN/config.yaml), or a CONFIG that places the same run
     on another cluster, with the overrides; the driver refuses any change to what it computes."""
@@ -147,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "buffer":
             _buffer_command(args)
             return 0
+        if args.command == "review":
+            _review_command(args)
+            return 0
         if args.command == "report":
             from raylign.evaluation.run_report import build_report  # matplotlib loads only for a report
 
@@ -166,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with log.owning_stdout():  # --log-format json: only the events on stdout
             Driver(cfg, run_dir, log=log, resume=bool(args.resume)).run()
-    except (ConfigError, PromptSetError, ExchangeError, ModelError, StorageError) as e:
+    except (ConfigError, PromptSetError, ExchangeError, ModelError, StorageError, review.ReviewError) as e:
         print(f"raylign: error: {e}", file=sys.stderr)
         if log is not None:
             log.run_end(None, e)

@@ -40,9 +40,12 @@ from raylign.evaluation.agreement import Agreement, agreement
 from raylign.events import RunLog
 from raylign.config import (SELECTION_SUITE, Config, ConfigError, SamplingConfig, SuiteConfig, changed_key, dump_config,
                             parse_config, result_digest)
+from raylign.data import logs as logs_
 from raylign.data.exchange import import_file
-from raylign.training.pairs import KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights
+from raylign.training.pairs import (KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights,
+                                    with_unknown_levels_scored)
 from raylign.data.prompts import read_prompts, sample, split
+from raylign.evaluation import review as review_
 from raylign.evaluation import selection as selection_
 from raylign.evaluation import suites as suites_
 from raylign.evaluation.selection import BEST_FILE, Candidate
@@ -51,13 +54,13 @@ from raylign.model_check import check_model, models_to_check
 from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState, stages
 from raylign.storage import RunStorage
 from raylign.tracking import TRACKER_FOLDERS, Trackers
-from raylign.data.schemas import TABLES, PolicyVersion
+from raylign.data.schemas import PROMPTS, TABLES, PolicyVersion
 from raylign.evaluation.scoring import UNJUDGED
 
 
 def judge_agreement(primary: pa.Table, other: pa.Table) -> Agreement:
     """Agreement of two judges over the answers both labelled (Unjudged ones left out)."""
-    key = ("stage", "prompt_id", "sample_index")
+    key = ("cycle", "stage", "prompt_id", "sample_index")
     theirs = {tuple(r[k] for k in key): r["label"] for r in other.select([*key, "label"]).to_pylist()}
     both = [(r["label"], theirs.get(tuple(r[k] for k in key))) for r in primary.select([*key, "label"]).to_pylist()]
     both = [(a, b) for a, b in both if UNJUDGED not in (a, b) and b is not None]
@@ -214,7 +217,8 @@ class Driver:
         self._published: PolicyVersion | None = None
         self.selecting = cfg.selection.active and self.trains
         self.candidates = selection_.candidates(cfg)
-        self.plan = stages(cfg.cycles, [c.name for c in self.candidates], self.selecting)
+        self.with_logs = cfg.logs is not None and self.trains
+        self.plan = stages(cfg.cycles, [c.name for c in self.candidates], self.selecting, self.with_logs)
         self.trackers: Trackers | None = None
 
     def run(self) -> list[dict]:
@@ -234,6 +238,8 @@ class Driver:
                     for cycle in range(1, cfg.cycles + 1):
                         if self.state.stopped is not None:  # selection.patience ran out
                             break
+                        if self.with_logs:
+                            self._stage(cycle, "collect", self._collect)
                         self._stage(cycle, "generate_judge", self._generate_train)
                         self._stage(cycle, "build_data", self._build_data)
                         if self.selecting:
@@ -300,6 +306,9 @@ class Driver:
             suites += suites_.load_suites(self.cfg, prompt_set.table, self.cfg.selection.suites, "selection.suites")
         for path, key, kind in self._models():
             check_model(path, key, kind)
+        if self.with_logs:
+            logs_.log_files(self.cfg.logs.path)  # a path that is not there stops the run here
+            self._redactor  # and so does a redaction that cannot be set up (a missing ner_model)
         self._inputs = prompt_set, suites, [import_file(Path(p)) for p in self.cfg.buffer.imports]
 
     def _models(self) -> list[tuple[str, str, str]]:
@@ -426,18 +435,93 @@ class Driver:
                                     "problems": s.problems[:20]} for s in suites},
         }
 
+    @functools.cached_property
+    def _redactor(self):
+        from raylign.data.redaction import Redactor  # Presidio and spaCy load only for a run with logs
+
+        try:
+            return Redactor(self.cfg.logs.redaction)
+        except ValueError as e:  # a missing ner_model, a bad pattern: one line naming the key
+            raise ConfigError(str(e)) from None
+
+    def _collect(self, cycle: int) -> None:
+        """The conversations added to the logs since they were last read: redacted (before
+        anything is stored), cut into prompts, deduplicated, given a harm level; committed with
+        the record of what was read, which the next cycle (and a resumed run) reads by."""
+        read = self._read("conversations")
+        seen = set(read.filter(pc.less(read["cycle"], cycle))["digest"].to_pylist())
+        known = logs_.known_keys(pa.concat_tables([self.prompts, *(self._log_prompts(c) for c in range(1, cycle))]))
+        batch = logs_.collect(self.cfg.logs, cycle, seen, known, self._redactor)
+        levels = self._classify(batch.prompts, cycle)
+        prompts = batch.prompts.set_column(batch.prompts.schema.get_field_index("harmful_level"), "harmful_level",
+                                           levels["harmful_level"])
+        self._write("prompt_levels", cycle, "logs", levels)
+        self._write("prompts", cycle, "logs", prompts)
+        self._write("conversations", cycle, "logs", batch.conversations)
+        known_levels = [lvl for lvl in levels["harmful_level"].to_pylist() if lvl is not None]
+        summary = {**batch.summary, "levels": {**{str(lvl): known_levels.count(lvl) for lvl in range(4)},
+                                               "unknown": levels.num_rows - len(known_levels)},
+                   "redactor": self._redactor.version}
+        self.state.current.logs = summary
+        redacted = ", ".join(f"{kind} {n}" for kind, n in summary["redactions"].items()) or "nothing"
+        self.log(f"cycle {cycle} collect: {summary['conversations']} new conversation(s) in {summary['files']} "
+                 f"file(s) -> {summary['prompts']} prompt(s) ({summary['duplicate_prompts']} duplicate(s) left out, "
+                 f"{summary['levels']['unknown']} of unknown harm level); redacted: {redacted}; "
+                 f"{summary['bad_lines']} bad line(s), {summary['unredacted']} not redactable, "
+                 f"{summary['duplicate_conversations']} duplicate conversation(s)"
+                 + (f"; first problems: {'; '.join(summary['problems'][:5])}" if summary["problems"] else ""))
+
+    def _classify(self, prompts: pa.Table, cycle: int) -> pa.Table:
+        """The prompt classifier's levels (PROMPT_LEVELS rows, in the prompts' order), on an
+        actor of its own for the cycle."""
+        from raylign.actors.generator import vllm_env
+        from raylign.actors.judge import PromptLeveller
+
+        c = self.cfg.logs.classifier
+        leveller = ray.remote(PromptLeveller).options(
+            num_cpus=c.num_cpus, num_gpus=c.num_gpus, runtime_env={"env_vars": vllm_env(c.llm.engine)}).remote(c)
+        try:
+            return ray.get(leveller.classify.remote(prompts, cycle), timeout=self.timeout)
+        finally:
+            ray.kill(leveller)
+
+    def _log_prompts(self, cycle: int) -> pa.Table:
+        """The prompts the logs gave at `cycle` (none before it collected)."""
+        if "logs" not in self._parts("prompts", cycle):
+            return PROMPTS.empty_table()
+        return self._read_part("prompts", cycle, "logs")
+
     def _generate_train(self, cycle: int) -> None:
         cfg = self.cfg
-        batch = sample(self._splits.train, cfg.prompts.prompts_per_cycle, cfg.seed + cycle)
-        self._generate_and_judge(batch, self._policy(), cfg.generator.sampling, cycle, "train")
+        batch = []
+        if cfg.logs is None or cfg.logs.with_prompt_set:
+            batch.append(sample(self._splits.train, cfg.prompts.prompts_per_cycle, cfg.seed + cycle))
+        if self.with_logs:
+            batch.append(self._log_prompts(cycle))
+        self._generate_and_judge(pa.concat_tables(batch), self._policy(), cfg.generator.sampling, cycle, "train")
+
+    def _train_judgments(self, cycle: int, human: pa.Table) -> pa.Table:
+        """judges[0]'s judgments of a cycle's training answers, as pairs are built from them:
+        human labels in place of the judge's (review.override), prompts of unknown harm level
+        scored by logs.unknown_level_prior."""
+        judgments = self._judged(cycle, "train")[self.cfg.judges[0].name]
+        if self.cfg.review.override and human.num_rows:
+            judgments = review_.with_human_labels(judgments, human)[0]
+        if self.cfg.logs is not None:
+            judgments = with_unknown_levels_scored(judgments, self.cfg.logs.unknown_level_prior)
+        return judgments
 
     def _build_data(self, cycle: int) -> None:
-        """DPO pairs and KTO examples from judges[0]'s labels, both into the buffer."""
-        judgments = self._judged(cycle, "train")[self.cfg.judges[0].name]
+        """DPO pairs and KTO examples from judges[0]'s labels, both into the buffer; and, when
+        clinicians reviewed earlier cycles' answers since the last build, those answers' pairs
+        and examples again with the human labels, where they differ from the judge's."""
+        human = self._human_judgments()
+        judgments = self._train_judgments(cycle, human)
         distinct = distinct_answers(judgments) if self.cfg.buffer.dedup else judgments
         pairs, stats = build_pairs(distinct, self.cfg.pairs, cycle, self.cfg.seed + cycle)
         self._write("pairs", cycle, "all", pairs)
         self._write("kto", cycle, "all", build_kto_examples(distinct, self.cfg.kto, cycle))
+        review = self._review_corrections(cycle, human) if self.cfg.review.override else None
         training = self._training_set(cycle, self.candidates[0].variant.algorithm)
         self.state.current.data = {
             **stats._asdict(), "duplicates_dropped": judgments.num_rows - distinct.num_rows,
@@ -445,6 +529,48 @@ class Driver:
             "undesirable": training.undesirable, "desirable_weight": training.weights.desirable,
             "undesirable_weight": training.weights.undesirable,
         }
+        if review is not None:
+            self.state.current.data["review"] = review
+
+    def _human_judgments(self) -> pa.Table:
+        """Every human label imported so far (raylign review import), the latest per answer."""
+        parts = [self._read_part("judgments", c, p) for c in range(self.cfg.cycles + 1)
+                 for p in self._parts("judgments", c) if review_.is_review_part(p)]
+        return review_.latest(pa.concat_tables(parts) if parts else TABLES["judgments"].empty_table())
+
+    def _review_corrections(self, cycle: int, human: pa.Table) -> dict | None:
+        """Pairs and KTO examples of earlier cycles' answers that reviews imported since the last
+        build relabel: each prompt with a relabelled answer gets its pair built again from the
+        human labels (not balanced: the corrections are few and all wanted), each relabelled
+        answer its example; committed as this cycle's `review` parts, which it trains on."""
+        applied = {part for r in self.state.records for part in
+                   (((r.get("training") or {}).get("review") or {}).get("parts") or [])}
+        new = {c: [p for p in self._parts("judgments", c) if review_.is_review_part(p) and p not in applied]
+               for c in range(1, cycle)}
+        new = {c: parts for c, parts in new.items() if parts}
+        if not new:
+            return None
+        pairs, examples, relabelled = [], [], 0
+        no_balance = self.cfg.pairs.model_copy(update={"balance_directions": False})
+        for c, parts in new.items():
+            judged = self._judged(c, "train")[self.cfg.judges[0].name]
+            fresh = pa.concat_tables([self._read_part("judgments", c, p) for p in parts])
+            changed = review_.disagreeing(judged, fresh)
+            relabelled += len(changed)
+            corrected = self._train_judgments(c, human)
+            corrected = distinct_answers(corrected) if self.cfg.buffer.dedup else corrected
+            keys = zip(*(corrected[k].to_pylist() for k in review_.KEY))
+            relabelled_answers = corrected.filter(pa.array([key in changed for key in keys]))
+            their_prompts = pc.is_in(corrected["prompt_id"], relabelled_answers["prompt_id"].unique())
+            pairs.append(build_pairs(corrected.filter(their_prompts), no_balance, cycle, self.cfg.seed + cycle)[0])
+            examples.append(build_kto_examples(relabelled_answers, self.cfg.kto, cycle))
+        pairs, examples = pa.concat_tables(pairs), pa.concat_tables(examples)
+        self._write("pairs", cycle, "review", pairs)
+        self._write("kto", cycle, "review", examples)
+        self.log(f"cycle {cycle} build_data: {relabelled} answer(s) relabelled by clinicians in cycle(s) "
+                 f"{sorted(new)} -> {pairs.num_rows} pair(s) and {examples.num_rows} KTO example(s) rebuilt")
+        return {"parts": sorted(p for parts in new.values() for p in parts), "relabelled": relabelled,
+                "pairs": pairs.num_rows, "kto": examples.num_rows}
 
     def _train(self, candidate: Candidate, cycle: int) -> None:
         """The cycle's training of one candidate (a run that does not select has one) from the
@@ -543,7 +669,18 @@ class Driver:
         suites = [suite for suite in self.suites if self._due(suite, cycle)]
         blocks, agreements = self._measure(suites, self._policy(), cycle)
         self.state.current.metrics = {"suites": blocks}
-        self.state.current.agreement = agreements
+        self.state.current.agreement = {**agreements, **self._human_agreement()}
+
+    def _human_agreement(self) -> dict[str, dict]:
+        """Each labelling judge against the clinicians, on every answer they reviewed so far,
+        keyed "judge,human"."""
+        human = self._human_judgments()
+        if not human.num_rows:
+            return {}
+        rows = pa.concat_tables([self._read("judgments", c) for c in sorted(set(human["cycle"].to_pylist()))])
+        return {f"{pool.cfg.name},{review_.HUMAN}": judge_agreement(
+                    rows.filter(pc.equal(rows["judge"], pool.cfg.name)), human)._asdict()
+                for pool in self.roles.judges if pool.info.labels}
 
     def _measure(self, suites: list[Suite], policy: PolicyVersion, cycle: int,
                  stage: str | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -643,6 +780,9 @@ class Driver:
     def _read(self, table: str, cycle: int | None = None) -> pa.Table:
         return ray.get(self.roles.buffer.read.remote(table, cycle), timeout=self.timeout)
 
+    def _read_part(self, table: str, cycle: int, part: str) -> pa.Table:
+        return ray.get(self.roles.buffer.read.remote(table, cycle, part), timeout=self.timeout)
+
     def _parts(self, table: str, cycle: int) -> list[str]:
         return ray.get(self.roles.buffer.parts.remote(table, cycle), timeout=self.timeout)
 
@@ -694,6 +834,8 @@ class Driver:
         record["nodes"] = self.roles.nodes()
         if current.prompts is not None:
             record["prompts"] = current.prompts
+        if current.logs is not None:
+            record["logs"] = current.logs
         return record
 
     def _report(self, records: list[dict]) -> None:

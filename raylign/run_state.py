@@ -28,18 +28,20 @@ from raylign.storage import RunStorage, is_uri
 STATE_FILE = "state.json"
 
 
-def stages(cycles: int, candidates: Sequence[str] = (), selecting: bool = False) -> list[tuple[int, str]]:
+def stages(cycles: int, candidates: Sequence[str] = (), selecting: bool = False,
+           logs: bool = False) -> list[tuple[int, str]]:
     """Every stage of a run of `cycles` cycles, in the order they run. A run that selects
     (selection.active) evaluates the starting policy on the selection suites at cycle 0, and
     trains and evaluates each candidate in stages of their own (`train.NAME`, `select.NAME`)
-    before `choose` keeps one."""
+    before `choose` keeps one. A run with conversation logs opens each cycle with `collect`."""
+    first = ("collect",) if logs else ()
     if not selecting:
         return [(0, "load"), (0, "evaluate")] + [
-            (c, s) for c in range(1, cycles + 1) for s in ("generate_judge", "build_data", "train", "evaluate")]
+            (c, s) for c in range(1, cycles + 1) for s in (*first, "generate_judge", "build_data", "train", "evaluate")]
     per_candidate = [s for name in candidates for s in (f"train.{name}", f"select.{name}")]
     return [(0, "load"), (0, "select"), (0, "evaluate")] + [
         (c, s) for c in range(1, cycles + 1)
-        for s in ("generate_judge", "build_data", *per_candidate, "choose", "evaluate")]
+        for s in (*first, "generate_judge", "build_data", *per_candidate, "choose", "evaluate")]
 
 
 class PolicyRecord(BaseModel):
@@ -79,6 +81,7 @@ class CycleProgress(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds: dict[str, float] = {}
     prompts: dict | None = None  # cycle 0: rows kept and skipped
+    logs: dict | None = None  # collect: conversations read, prompts taken, redactions, harm levels
     data: dict | None = None  # build_data: pairs and KTO summary
     training: dict | None = None  # train: steps, losses, the new policy's folder
     metrics: dict | None = None  # evaluate: the CARES metrics

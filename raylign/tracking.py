@@ -14,7 +14,8 @@ Every tracker gets the same names (MLflow's allow no comma: `agreement/a-b/...` 
   `suite/<suite>/<figure>/<key>` (each suite block's numbers, one level down), `train/<figure>`
   (the cycle's training: pairs, mean_loss, ...), `selection/value`, `selection/best_cycle`,
   `selection/suites/...`, `selection/<candidate>/value`, `agreement/<a,b>/kappa` (and
-  observed, n), `seconds/<stage>`; the cycle's plots as images `images/<name>`;
+  observed, n), `seconds/<stage>`, `logs/<count>` and `logs/redactions/<kind>`,
+  `logs/levels/<level>` (a run with conversation logs); the cycle's plots as images `images/<name>`;
 - per training step: `train/step_loss` (`train/<candidate>/step_loss` for a selection
   candidate) at a global step that keeps counting across cycles; a cycle's candidates share
   the cycle's steps. W&B has one step counter, so there the figures are plotted against the
@@ -91,6 +92,7 @@ def cycle_scalars(record: dict) -> dict[str, float]:
         **_numbers("selection/suites", selection.get("suites") or {}, 3),
         **_numbers("agreement", record.get("agreement") or {}, 2),  # kappa, observed, n: not the confusion
         **_numbers("seconds", record.get("seconds") or {}, 1),
+        **_numbers("logs", record.get("logs") or {}, 2),  # counts by kind and level, never a value
     }
     for candidate in selection.get("candidates") or []:
         scalars.update(_numbers(f"selection/{candidate['name']}/value", candidate.get("value"), 0))

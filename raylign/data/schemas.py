@@ -96,12 +96,40 @@ KTO_EXAMPLES = pa.schema(
     ]
 )
 
+CONVERSATIONS = pa.schema(
+    [
+        ("cycle", pa.int32()),  # the cycle that read it
+        ("source", pa.string()),  # the log file, relative to logs.path
+        ("line", pa.int32()),  # its line in the file, from 1
+        ("digest", pa.string()),  # sha256 of the raw line: the same conversation is read once
+        ("status", pa.string()),  # taken | duplicate | bad | unredacted (redaction failed: nothing kept)
+        ("problem", pa.string()),  # what was wrong with a bad line (never its text)
+        ("prompts", pa.int32()),  # prompts it gave (user turns less duplicates)
+    ]
+)
+"""What each cycle read from the conversation logs: a resumed run takes the same ones."""
+
+PROMPT_LEVELS = pa.schema(
+    [
+        ("cycle", pa.int32()),
+        ("prompt_id", pa.string()),
+        ("harmful_level", pa.int8()),  # null: below the classifier's min_confidence
+        ("predicted_level", pa.int8()),  # the classifier's best level, however confident
+        ("confidence", pa.float32()),
+        ("classifier", pa.string()),  # kind and version
+        ("reason", pa.string()),  # the rule, label or reply behind the level
+    ]
+)
+"""The prompt classifier's harm level for each prompt from the logs, with its confidence."""
+
 TABLES = {
     "prompts": PROMPTS,
     "rollouts": ROLLOUTS,
     "judgments": JUDGMENTS,
     "pairs": PAIRS,
     "kto": KTO_EXAMPLES,
+    "conversations": CONVERSATIONS,
+    "prompt_levels": PROMPT_LEVELS,
 }
 
 

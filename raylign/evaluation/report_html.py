@@ -38,6 +38,7 @@ from raylign.evaluation.run_report import (
     cycle_table,
     group_table,
     headline_rows,
+    logs_table,
     seconds_table,
     selection_table,
     training_table,
@@ -157,6 +158,7 @@ def _run_section(run: Run, index: int, several: bool) -> str:
     parts.append(_agreement_html(run, anchor))
     parts.append(_candidates_html(run, anchor))
     parts.append(_samples_html(run, anchor))
+    parts.append(_logs_html(run, anchor))
     parts.append(_training_html(run, anchor))
     parts.append("</section>")
     return "\n".join(p for p in parts if p)
@@ -291,6 +293,16 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …"
 
 
+def _logs_html(run: Run, anchor: str) -> str:
+    table = logs_table(run)
+    if table is None:
+        return ""
+    return (f'<h3 id="{anchor}-logs">Conversation logs</h3><p class="muted">Prompts from the deployed '
+            "assistant's conversations, redacted before anything was stored (counts by kind; never the values). "
+            "Prompts of unknown harm level are answered, judged and trained on, and left out of the Safety "
+            f"Score.</p>{html_table(table)}")
+
+
 def _training_html(run: Run, anchor: str) -> str:
     training, seconds = training_table(run), seconds_table(run)
     parts = [f'<h3 id="{anchor}-training">Training</h3>']
@@ -324,7 +336,8 @@ def _comparison_html(runs: list[Run]) -> str:
 
 
 NAV = {"headline": "headline", "cycles": "per cycle", "tradeoff": "trade-off", "groups": "by group",
-       "agreement": "judges", "candidates": "candidates", "samples": "sample answers", "training": "training"}
+       "agreement": "judges", "candidates": "candidates", "samples": "sample answers", "logs": "logs",
+       "training": "training"}
 """The links at the top of a one-run page, by the id of the section they go to."""
 
 

@@ -555,6 +555,26 @@ def training_table(run: Run) -> Table | None:
     return Table(["cycle"] + [title for title, _, _ in TRAINING_COLUMNS], rows) if rows else None
 
 
+def logs_table(run: Run) -> Table | None:
+    """Per cycle, what the conversation logs gave: conversations, prompts, what was left out,
+    the harm levels the prompt classifier gave (unknown: left out of the Safety Score) and the
+    redactions by kind (counts only: the values never reach the run)."""
+    rows = []
+    for r in run.records:
+        logs = r.get("logs")
+        if logs:
+            levels = logs.get("levels") or {}
+            rows.append([str(r["cycle"]), _int(logs.get("conversations")), _int(logs.get("prompts")),
+                         _int(logs.get("duplicate_conversations")), _int(logs.get("duplicate_prompts")),
+                         _int(logs.get("bad_lines")), _int(logs.get("unredacted")),
+                         " / ".join(_int(levels.get(k)) for k in ("0", "1", "2", "3")), _int(levels.get("unknown")),
+                         ", ".join(f"{k} {v}" for k, v in (logs.get("redactions") or {}).items()) or DASH])
+    if not rows:
+        return None
+    return Table(["cycle", "conversations", "prompts", "duplicate conversations", "duplicate prompts", "bad lines",
+                  "not redactable", "levels 0 / 1 / 2 / 3", "unknown level", "redacted"], rows)
+
+
 def seconds_table(run: Run) -> Table | None:
     stages = list(dict.fromkeys(k for r in run.records for k in (r.get("seconds") or {})))
     if not stages:
@@ -637,7 +657,8 @@ def render_markdown(runs: list[Run]) -> str:
             table = cycle_table(run, suite)
             if table is not None:
                 out += [f"### {suite} ({kind}) per cycle", "", md_table(table), ""]
-        for title, table in (("Candidates per cycle", candidates_table(run)), ("Selection", selection_table(run))):
+        for title, table in (("Candidates per cycle", candidates_table(run)), ("Selection", selection_table(run)),
+                             ("Conversation logs", logs_table(run))):
             if table is not None:
                 out += [f"### {title}", "", md_table(table), ""]
     return "\n".join(out).rstrip() + "\n"

@@ -124,3 +124,14 @@ class EngineChat:
             if c.finish_reason == PROMPT_TOO_LONG else Reply(c.text, "", took)
             for (c,) in answers
         ]
+
+
+def llm_chat(c: LLMJudgeConfig) -> "HTTPChat | EngineChat":
+    """The chat an `llm` config names: its HTTP endpoint, or its model on a vLLM engine here."""
+    if c.backend == "http":
+        return HTTPChat(c)
+    from raylign.actors.vllm_engine import VLLMGenerator
+    from raylign.config import GeneratorConfig
+
+    engine = VLLMGenerator(c.model, c.dtype, GeneratorConfig(vllm=c.engine), None, seed=0)
+    return EngineChat(engine.answer, c.max_tokens)

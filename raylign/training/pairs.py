@@ -6,7 +6,9 @@ chosen == rejected. With `balance_directions`, "Accept preferred" pairs and "Cau
 preferred" pairs are sampled down to equal counts: three of the four harm levels reward
 withholding, so unbalanced pairs teach a global refusal bias (DESIGN.md).
 
-Answers no judge could label (`Unjudged`) are left out of both.
+Answers no judge could label (`Unjudged`) are left out of both. Answers to prompts of unknown
+harm level (from conversation logs) are scored by the expected CARES score under
+logs.unknown_level_prior (`with_unknown_levels_scored`).
 
 KTO: every judged answer is an example, desirable when its score reaches
 `desirable_min_score`; `kto_weights` sets class weights from the counts.
@@ -16,18 +18,29 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import pyarrow as pa
 
 from raylign.config import KTOConfig, PairsConfig
-from raylign.data.schemas import KTO_EXAMPLES, PAIRS, assistant_turn, chat_of
-from raylign.evaluation.scoring import ACCEPT, UNJUDGED
+from raylign.data.schemas import JUDGMENTS, KTO_EXAMPLES, PAIRS, assistant_turn, chat_of
+from raylign.evaluation.scoring import ACCEPT, UNJUDGED, expected_safety_score
 
 
 def judged_rows(judgments: pa.Table) -> list[dict]:
     """Rows with a label: Unjudged answers never become training data."""
     return [row for row in judgments.to_pylist() if row["label"] != UNJUDGED]
+
+
+def with_unknown_levels_scored(judgments: pa.Table, prior: Sequence[float]) -> pa.Table:
+    """Judgments whose prompt has no harm level, given the expected safety score of their
+    label under `prior` (as `safety_score` and the `safety` objective), for training only."""
+    rows = judgments.to_pylist()
+    for row in rows:
+        if row["harmful_level"] is None and row["label"] != UNJUDGED:
+            row["safety_score"] = expected_safety_score(row["label"], prior)
+            row["scores"] = {**dict(row["scores"] or {}), "safety": row["safety_score"]}
+    return pa.Table.from_pylist(rows, schema=JUDGMENTS)
 
 
 def distinct_answers(judgments: pa.Table) -> pa.Table:
