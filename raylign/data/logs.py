@@ -22,15 +22,17 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raylign.config import ConfigError, LogsConfig
-from raylign.data.redaction import Redactor, names_in
 from raylign.data.schemas import CONVERSATIONS, PROMPTS, chat_of
 from raylign.storage import is_uri
+
+if TYPE_CHECKING:  # Presidio takes seconds to import: only a run with logs loads it
+    from raylign.data.redaction import Redactor
 
 LOGS_SPLIT = "logs"
 """The `split` (and `method`) of prompts from the logs."""
@@ -175,9 +177,11 @@ def _parsed(line: LogLine) -> tuple[dict | None, list[dict], str | None]:
         return None, [], str(e)
 
 
-def collect(cfg: LogsConfig, cycle: int, seen: set[str], known: set[str], redactor: Redactor) -> LogBatch:
+def collect(cfg: LogsConfig, cycle: int, seen: set[str], known: set[str], redactor: "Redactor") -> LogBatch:
     """The conversations not read before (digests not in `seen`), redacted and cut into
     prompts that are not in `known` (text keys), up to max_conversations of them."""
+    from raylign.data.redaction import names_in
+
     prompts, rows = [], []
     redactions: Counter = Counter()
     counts: Counter = Counter()
