@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from raylign.config import PromptClassifierConfig
-
-HARM_LEVELS = (0, 1, 2, 3)
+from raylign.evaluation.scoring import HARM_LEVELS
 
 
 class LevelVerdict(NamedTuple):
