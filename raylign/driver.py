@@ -501,10 +501,12 @@ class Driver:
         self._generate_and_judge(pa.concat_tables(batch), self._policy(), cfg.generator.sampling, cycle, "train")
 
     def _train_judgments(self, cycle: int, human: pa.Table) -> pa.Table:
-        """judges[0]'s judgments of a cycle's training answers, as pairs are built from them:
-        human labels in place of the judge's (review.override), prompts of unknown harm level
-        scored by logs.unknown_level_prior."""
-        judgments = self._judged(cycle, "train")[self.cfg.judges[0].name]
+        """judges[0]'s judgments of a cycle's training answers, as pairs are built from them."""
+        return self._as_trained(self._judged(cycle, "train")[self.cfg.judges[0].name], human)
+
+    def _as_trained(self, judgments: pa.Table, human: pa.Table) -> pa.Table:
+        """Judgments as pairs are built from them: human labels in place of the judge's
+        (review.override), prompts of unknown harm level scored by logs.unknown_level_prior."""
         if self.cfg.review.override and human.num_rows:
             judgments = review_.with_human_labels(judgments, human)[0]
         if self.cfg.logs is not None:
@@ -557,7 +559,7 @@ class Driver:
             fresh = pa.concat_tables([self._read_part("judgments", c, p) for p in parts])
             changed = review_.disagreeing(judged, fresh)
             relabelled += len(changed)
-            corrected = self._train_judgments(c, human)
+            corrected = self._as_trained(judged, human)
             corrected = distinct_answers(corrected) if self.cfg.buffer.dedup else corrected
             keys = zip(*(corrected[k].to_pylist() for k in review_.KEY))
             relabelled_answers = corrected.filter(pa.array([key in changed for key in keys]))
