@@ -1,13 +1,16 @@
 """The embedded model: a tiny Llama that raylign builds, pretrains and caches itself.
 
 `ensure_embedded_model()` returns a folder that `AutoModelForCausalLM.from_pretrained` and
-`AutoTokenizer.from_pretrained` load offline, building it on first use (well under a minute on
-2 cores). It supports:
+`AutoTokenizer.from_pretrained` load offline, building it on first use (about a minute on 2
+cores). It supports:
 - a cache at `$RAYLIGN_CACHE` (default `~/.cache/raylign`), one folder per recipe:
   `models/embedded-<hash>`, where the hash covers the `Recipe`, the source of this module, of
   `corpus.py`, `prompt_set.py` and `raylign/judging/rubrics.py` (the self-evaluation rubric), and the
-  transformers major.minor version; a change to any of them builds a new model, and nothing
-  else does;
+  transformers and torch major.minor versions; a change to any of them builds a new model, and
+  nothing else does;
+- the same bytes from the same recipe on any machine of the same CPU kind, whatever its core
+  count, load, OMP_NUM_THREADS or MKL_NUM_THREADS: the build runs on one torch thread and does
+  nothing that depends on timing;
 - atomic builds (a temporary sibling folder renamed into place, so a crashed build never
   looks finished) under a file lock (two processes never build the same model at once);
 - a byte-level BPE tokenizer trained on the corpus, with `<pad>`, `<|user|>`,
@@ -43,7 +46,10 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 RECIPE_FILE = "recipe.json"
-MAX_THREADS = 2  # torch threads for pretraining: a matter of speed, so not in the recipe
+# Torch threads for the whole build, whatever the environment or the caller says. Matmuls and
+# reductions split their sums by thread count, so 1 and 2 threads train different weights (5 steps
+# suffice); one thread also runs at full speed when another process shares the cores.
+BUILD_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,11 @@ def recipe_hash(recipe: Recipe) -> str:
     digest.update(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode())
     for module in (corpus, prompt_set, rubrics):
         digest.update(pathlib.Path(module.__file__).read_bytes())
-    digest.update(pathlib.Path(__file__).read_bytes())
-    major_minor = ".".join(transformers.__version__.split(".")[:2])
-    digest.update(f"transformers=={major_minor}".encode())
+    digest.update(pathlib.Path(__file__).read_bytes())  # how it trains, BUILD_THREADS included
+    # Kernels change between versions, and with them the trained weights' last bits.
+    for library in (transformers, torch):
+        major_minor = ".".join(library.__version__.split(".")[:2])
+        digest.update(f"{library.__name__}=={major_minor}".encode())
     return digest.hexdigest()[:12]
 
 
@@ -139,8 +147,14 @@ def _build(folder: pathlib.Path, recipe: Recipe, log: Callable[[str], None]) -> 
     log(f"embedded model: corpus of {len(pairs)} answers, tokenizer of {len(tokenizer)} tokens "
         f"({time.perf_counter() - started:.1f}s)")
 
-    previous_threads = torch.get_num_threads()  # training changes it; callers keep theirs
+    previous_threads = torch.get_num_threads()  # callers keep theirs
+    torch.set_num_threads(BUILD_THREADS)
     try:
+        # vLLM's CPU worker turns torch.set_num_threads into a no-op in its process.
+        if torch.get_num_threads() != BUILD_THREADS:
+            raise RuntimeError(f"embedded model: torch stays at {torch.get_num_threads()} threads in this process "
+                               f"and the build needs {BUILD_THREADS} to give the same weights everywhere; call "
+                               "ensure_embedded_model before a vLLM engine starts in the process, or in another one")
         torch.manual_seed(recipe.seed)
         model = _new_model(tokenizer, recipe)
         num_params = sum(p.numel() for p in model.parameters())
@@ -255,19 +269,16 @@ def _pretrain(model, examples, pad_id: int, recipe: Recipe, log: Callable[[str],
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     batches = _batches([len(ids) for ids, _ in examples], recipe)
-    threads = _ThreadGuard(log)
     model.train()
     started, recent = time.perf_counter(), []
     for step in range(recipe.steps):
         input_ids, labels, attention_mask = _collate([examples[i] for i in next(batches)], pad_id)
-        step_started = time.perf_counter()
         loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        threads.after_step(step, (time.perf_counter() - step_started) / input_ids.numel())
         recent = (recent + [loss.item()])[-20:]
         if (step + 1) % 100 == 0 or step + 1 == recipe.steps:
             log(f"embedded model: step {step + 1}/{recipe.steps}, loss "
@@ -289,40 +300,6 @@ def _batches(lengths: list[int], recipe: Recipe) -> Iterator[list[int]]:
                         for i in range(0, len(chunk) - recipe.batch_size + 1, recipe.batch_size)]
         for index in torch.randperm(len(batches), generator=generator).tolist():
             yield batches[index]
-
-
-class _ThreadGuard:
-    """Two torch threads while they pay off, one for good once another process wants a core.
-
-    Measured on 2 cores (CPU-NOTES.md): a pretraining step takes ~75 ms on 2 threads and ~130 ms
-    on 1, but ~2.6 s on 2 threads when another process is busy (the 2-thread team waits at
-    every barrier for a core). The first steps run on 1 thread to time it; later steps run on
-    2 and fall back to 1 when two in a row are slower per token than the 1-thread reference.
-    """
-
-    PROBE_STEPS = 3
-    SLOWDOWN = 1.5
-
-    def __init__(self, log: Callable[[str], None]):
-        self.log = log
-        self.one_thread_seconds = math.inf  # per token
-        self.slow_steps = 0
-        torch.set_num_threads(1)
-
-    def after_step(self, step: int, seconds_per_token: float) -> None:
-        if step < self.PROBE_STEPS:
-            self.one_thread_seconds = min(self.one_thread_seconds, seconds_per_token)
-            if step + 1 == self.PROBE_STEPS:
-                torch.set_num_threads(MAX_THREADS)
-            return
-        if torch.get_num_threads() == 1:
-            return
-        slow = seconds_per_token > self.SLOWDOWN * self.one_thread_seconds
-        self.slow_steps = self.slow_steps + 1 if slow else 0
-        if self.slow_steps == 2:
-            torch.set_num_threads(1)
-            self.log(f"embedded model: {MAX_THREADS} threads ran slower than 1 from step "
-                     f"{step} (the cores are shared); training on 1 thread")
 
 
 def _collate(examples, pad_id: int):
