@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -22,7 +23,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raylign.actors.placement import place
 from raylign.config import GeneratorConfig, SamplingConfig, VLLMConfig
-from raylign.data.schemas import ROLLOUTS, PolicyVersion
+from raylign.data.schemas import ROLLOUTS, PolicyVersion, chat_of
 from raylign.training.weights import unpack_folder
 from raylign.storage import fetch
 
@@ -50,7 +51,7 @@ NOT_GENERATED = Completion("", 0, PROMPT_TOO_LONG)
 
 
 def rollout_table(rows: list[dict], completions: list[list[Completion]], cycle: int, stage: str,
-                  policy_version: int) -> pa.Table:
+                  policy_version: int, staleness: int = 0) -> pa.Table:
     """One ROLLOUTS row per (prompt, sample); `completions[i]` are prompt i's K samples."""
     records = [
         {
@@ -67,6 +68,7 @@ def rollout_table(rows: list[dict], completions: list[list[Completion]], cycle: 
             "num_tokens": c.num_tokens,
             "finish_reason": c.finish_reason,
             "policy_version": policy_version,
+            "staleness": staleness,
         }
         for row, samples in zip(rows, completions, strict=True)
         for sample_index, c in enumerate(samples)
@@ -107,6 +109,45 @@ class AdapterCache:
         return folder, evicted
 
 
+class Busy(NamedTuple):
+    """One batch an engine generated, wall-clock seconds (time.time) on its node."""
+
+    cycle: int
+    stage: str
+    batch: int
+    start: float
+    end: float
+
+
+class RolloutEngine:
+    """What both engines share: answering a batch of prompt rows as ROLLOUTS, and a record of
+    the batches they were busy with, which the driver drains into the run's timeline."""
+
+    policy: PolicyVersion
+
+    def __init__(self):
+        self._busy: list[Busy] = []
+
+    def answer(self, messages: list[str | list[dict]], policy: PolicyVersion, sampling: SamplingConfig,
+               seed: int) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
+                 stage: str, seed: int, batch: int = 0, staleness: int = 0) -> pa.Table:
+        """K sampled answers of `policy` for each prompt row, as a ROLLOUTS table."""
+        started = time.time()
+        rows = prompts.to_pylist()
+        completions = self.answer([chat_of(r) for r in rows], policy, sampling, seed)
+        table = rollout_table(rows, completions, cycle, stage, self.policy.version, staleness)
+        self._busy.append(Busy(cycle, stage, batch, started, time.time()))
+        return table
+
+    def busy(self) -> list[Busy]:
+        """The batches generated since the last call, oldest first."""
+        busy, self._busy = self._busy, []
+        return busy
+
+
 def engine_class(backend: str):
     # Imported here: the engine modules import this one.
     if backend == "vllm":
@@ -131,7 +172,7 @@ class GeneratorGroup:
                 num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
                 # A dead engine restarts and redoes the batches it had (each is a function of its seed).
                 max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts,
-                runtime_env={"env_vars": vllm_env(cfg.vllm)},
+                runtime_env={"env_vars": vllm_env(cfg.vllm, cfg.num_threads)},
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=i),
             ).remote(model_path, dtype, cfg, lora_rank, seed + i)
             for i in range(cfg.engines)
@@ -155,24 +196,41 @@ class GeneratorGroup:
         return -(-prompts.num_rows // self.cfg.batch_size)
 
     def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
-                 stage: str, seed: int, batches: Iterable[int] | None = None) -> dict[int, ray.ObjectRef]:
+                 stage: str, seed: int, batches: Iterable[int] | None = None,
+                 staleness: int = 0) -> dict[int, ray.ObjectRef]:
         """{batch index: its ROLLOUTS table, to come}, for every batch of `batch_size` prompts or
         for the indices given. Batch i is seeded by `seed + i` alone (the driver's seed for the
         stage, raylign.driver.sampling_seed), so generating it again (a restarted engine, a
-        resumed run) gives the same answers."""
+        resumed run) gives the same answers. `staleness` is recorded on every row."""
         refs = {}
         for i in range(self.num_batches(prompts)) if batches is None else sorted(batches):
             batch = prompts.slice(i * self.cfg.batch_size, self.cfg.batch_size)
             engine = self.engines[i % len(self.engines)]
-            refs[i] = engine.generate.remote(batch, policy, sampling, cycle, stage, seed + i)
+            refs[i] = engine.generate.remote(batch, policy, sampling, cycle, stage, seed + i, i, staleness)
         return refs
 
+    def busy(self) -> list[tuple[int, Busy]]:
+        """(engine index, batch) of every batch the engines generated since the last call; an
+        engine that died since loses its record (its batches are generated again, and counted then)."""
+        out = []
+        for i, engine in enumerate(self.engines):
+            try:
+                out += [(i, b) for b in ray.get(engine.busy.remote(), timeout=self.timeout_s)]
+            except ray.exceptions.RayError:
+                continue
+        return out
 
-def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
+
+def vllm_env(cfg: VLLMConfig, num_threads: int) -> dict[str, str]:
     """Environment of an engine's process: vLLM reads these at import."""
     return {
         # In-process engine core: ~3 s to start instead of ~20 s, best throughput on CPU, and
         # the weights we load pass to the worker without a copy (CPU-NOTES).
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0" if cfg.in_process else "1",
         "VLLM_NO_USAGE_STATS": "1",
+        # Threads from the config, not from the user's shell, Ray or the core count: in process,
+        # vLLM's CPU worker keeps the count its process started with (set_num_threads is a
+        # no-op there), and a multiprocess one would bind a thread per core of a NUMA node.
+        "OMP_NUM_THREADS": str(num_threads),
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
     }

@@ -10,23 +10,23 @@ from __future__ import annotations
 import contextlib
 import os
 
-import pyarrow as pa
 import ray
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
+from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, RolloutEngine
 from raylign.config import GeneratorConfig, SamplingConfig
-from raylign.data.schemas import BASE, PolicyVersion, chat_of, user_turn
+from raylign.data.schemas import BASE, PolicyVersion, user_turn
 from raylign.training.sequences import device_for
 from raylign.training.weights import from_bucket
 
 
-class HFGenerator:
+class HFGenerator(RolloutEngine):
     """One engine. Plain class; `GeneratorGroup` runs it as a Ray actor."""
 
     def __init__(self, model_path: str, dtype: str, cfg: GeneratorConfig, lora_rank: int | None, seed: int):
+        super().__init__()
         torch.set_num_threads(cfg.num_threads)
         self.model_path, self.dtype = model_path, getattr(torch, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -87,12 +87,6 @@ class HFGenerator:
         if self.policy.kind != "lora":
             return self.peft, self.peft.disable_adapter()
         return self.peft, contextlib.nullcontext()
-
-    def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
-                 stage: str, seed: int) -> pa.Table:
-        rows = prompts.to_pylist()
-        completions = self.answer([chat_of(r) for r in rows], policy, sampling, seed)
-        return rollout_table(rows, completions, cycle, stage, self.policy.version)
 
     @torch.no_grad()
     def answer(self, messages: list[str | list[dict]], policy: PolicyVersion, sampling: SamplingConfig,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import NamedTuple
 
@@ -85,6 +86,11 @@ def judgment_table(rows: list[dict], verdicts: list[Verdict], judge: str, versio
     return pa.Table.from_pylist(rows, schema=JUDGMENTS)
 
 
+BUSY_KEY = b"raylign.busy"
+"""A judged batch's schema metadata: "PID START END" of the replica that judged it (the
+driver's timeline; the buffer keeps the table without it)."""
+
+
 class JudgeInfo(NamedTuple):
     pid: int
     version: str
@@ -103,9 +109,12 @@ class Judge:
         return JudgeInfo(os.getpid(), self.kind.version, self.kind.labels)
 
     def judge(self, rollouts: pa.Table, policy: PolicyVersion = BASE) -> pa.Table:
-        """`policy` wrote the answers: the `self` judge answers the rubric as it."""
+        """`policy` wrote the answers: the `self` judge answers the rubric as it. The table's
+        metadata says which replica was busy with it, and when (BUSY_KEY)."""
+        started = time.time()
         rows = rollouts.to_pylist()
-        return judgment_table(rows, self.kind.label_all(rows, policy), self.cfg.name, self.kind.version)
+        table = judgment_table(rows, self.kind.label_all(rows, policy), self.cfg.name, self.kind.version)
+        return table.replace_schema_metadata({BUSY_KEY: f"{os.getpid()} {started} {time.time()}"})
 
 
 class Batch(NamedTuple):
@@ -147,7 +156,7 @@ class JudgePool:
             max_ongoing_requests=1,  # queued batches wait in the router for the first free replica
             ray_actor_options={
                 "num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "resources": cfg.resources,
-                "runtime_env": {"env_vars": vllm_env(cfg.llm.engine)},
+                "runtime_env": {"env_vars": vllm_env(cfg.llm.engine, cfg.num_threads)},
             },
             **scaling,
         )
@@ -218,7 +227,7 @@ class PromptLeveller:
         from raylign.training.sequences import device_for
 
         if cfg.kind == "classifier":
-            torch.set_num_threads(max(1, int(cfg.num_cpus)))
+            torch.set_num_threads(cfg.num_threads)
         self.cfg = cfg
         self.classifier = make_prompt_classifier(cfg, device_for(cfg.num_gpus))
 

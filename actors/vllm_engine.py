@@ -15,12 +15,11 @@ from __future__ import annotations
 import itertools
 import os
 
-import pyarrow as pa
 import ray
 
-from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, rollout_table
+from raylign.actors.generator import NOT_GENERATED, AdapterCache, Completion, EngineInfo, RolloutEngine
 from raylign.config import GeneratorConfig, SamplingConfig
-from raylign.data.schemas import BASE, PolicyVersion, chat_of, user_turn
+from raylign.data.schemas import BASE, PolicyVersion, user_turn
 from raylign.training.weights import from_bucket
 
 INSTALL_HINT = (
@@ -85,10 +84,11 @@ class WeightSync:
         set_random_seed(seed)
 
 
-class VLLMGenerator:
+class VLLMGenerator(RolloutEngine):
     """One engine. Plain class; `GeneratorGroup` runs it as a Ray actor."""
 
     def __init__(self, model_path: str, dtype: str, cfg: GeneratorConfig, lora_rank: int | None, seed: int):
+        super().__init__()
         try:
             from vllm import LLM
         except ImportError as e:
@@ -165,12 +165,6 @@ class VLLMGenerator:
         self.llm.reset_prefix_cache()
         self.weights_key = BASE.key
 
-    def generate(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig, cycle: int,
-                 stage: str, seed: int) -> pa.Table:
-        """K sampled answers of `policy` for each prompt row, as a ROLLOUTS table."""
-        rows = prompts.to_pylist()
-        completions = self.answer([chat_of(r) for r in rows], policy, sampling, seed)
-        return rollout_table(rows, completions, cycle, stage, self.policy.version)
 
     def answer(self, messages: list[str | list[dict]], policy: PolicyVersion, sampling: SamplingConfig,
                seed: int) -> list[list[Completion]]:

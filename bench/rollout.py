@@ -141,7 +141,7 @@ def main() -> None:
     sampling = cfg.generator.sampling
     adapter = random_adapter(model_path, cfg.learner.lora.r, tempfile.mkdtemp(prefix="bench-adapter-"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": vllm_env(cfg.generator.vllm)})
+             runtime_env={"env_vars": vllm_env(cfg.generator.vllm, cfg.generator.num_threads)})
     print(f"model {model_path}\n{prompts.num_rows} prompts x {sampling.samples_per_prompt} samples, "
           f"max {sampling.max_new_tokens} tokens, {args.reps} reps (median)")
 
@@ -180,7 +180,7 @@ def main() -> None:
         swaps.append(time_to_first_answer(engine, fresh_adapter, probe, one_token))
         t0 = time.perf_counter()
         restarted = ray.remote(VLLMGenerator).options(
-            num_cpus=cfg.generator.num_cpus, runtime_env={"env_vars": vllm_env(cfg.generator.vllm)}
+            num_cpus=cfg.generator.num_cpus, runtime_env={"env_vars": vllm_env(cfg.generator.vllm, cfg.generator.num_threads)}
         ).remote(model_path, cfg.model.dtype, cfg.generator, lora_rank(cfg), cfg.seed)
         ray.get(restarted.ready.remote())
         restarts.append(time.perf_counter() - t0 + time_to_first_answer(restarted, fresh_adapter, probe, one_token))

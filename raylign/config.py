@@ -175,8 +175,9 @@ class GeneratorConfig(ActorResources):
     num_gpus: float = Field(0, ge=0, json_schema_extra=WHERE)
     """GPUs per engine; with vllm.tensor_parallel_size > 1 it must be at least that."""
     num_threads: int = Field(1, ge=1, json_schema_extra=WHERE)
-    """torch threads in an `hf` engine; vLLM's CPU build binds its own threads
-    (VLLM_CPU_OMP_THREADS_BIND)."""
+    """Threads of an engine, `hf` or vLLM's CPU build (OMP_NUM_THREADS in its process, and no
+    binding of vLLM's own): set here, not by the shell, Ray or the core count, so that a run's
+    answers do not depend on the machine."""
     batch_size: int = Field(64, ge=1)
     """Prompts per generation call; judging starts as each batch finishes."""
     sampling: SamplingConfig = SamplingConfig(samples_per_prompt=8)
@@ -706,6 +707,24 @@ class BufferConfig(_Section):
     and a write it had under way is sent again: a part written twice replaces itself."""
 
 
+class PipelineConfig(_Section):
+    """How the stages of consecutive cycles share the roles' time (README, Faster cycles)."""
+
+    max_staleness: int = Field(0, ge=0, le=1)
+    """0: strictly on-policy; each cycle generates with the policy the previous one trained.
+    1: cycle n+1's training answers are generated (and judged) while cycle n trains, by the
+    policy cycle n started from, the newest one published then: one policy update stale. Rows
+    record their policy version and staleness, and pairs and KTO examples use only rows within
+    this bound. Not with selection or logs, whose next cycle's policy or prompts are only known
+    once the cycle is evaluated."""
+    fuse: bool = Field(True, json_schema_extra=WHERE)
+    """Generate cycle n's held-out evaluation and cycle n+1's training answers (both by cycle
+    n's policy) in one pass of the engines, each committed to its own stage's parts; the
+    answers are the same either way (each batch is a function of its seed). A run with logs,
+    or one that selects, fuses nothing: its next cycle's prompts or policy come after the
+    evaluation."""
+
+
 REDACTION_KINDS = ("EMAIL", "PHONE", "ADDRESS", "DATE_OF_BIRTH", "DATE", "NATIONAL_ID", "MEDICAL_RECORD", "IP_ADDRESS",
                    "URL", "NAME")
 """The kinds of personal data redaction replaces, each by its placeholder `[KIND]`."""
@@ -1209,6 +1228,8 @@ class PromptClassifierConfig(_Section):
     """The classifier's actor, placed for the collect stage: the rules need no CPU of their
     own; give a model what it needs."""
     num_gpus: float = Field(0.0, ge=0, json_schema_extra=WHERE)
+    num_threads: int = Field(1, ge=1, json_schema_extra=WHERE)
+    """torch threads of the classifier's actor (a model's, or its vLLM engine's)."""
 
     @field_validator("level_patterns", "weak_level_patterns")
     @classmethod
@@ -1474,6 +1495,7 @@ class Config(_Section):
     """Conversation logs as training prompts, redacted before anything is stored (README,
     Post-deployment); null trains on the prompt set alone."""
     review: ReviewConfig = ReviewConfig()
+    pipeline: PipelineConfig = PipelineConfig()
     tracking: TrackingConfig = Field(TrackingConfig(), json_schema_extra=WHERE)
     """Experiment trackers the run's figures also go to (raylign/tracking.py)."""
     ray: RayConfig = Field(RayConfig(), json_schema_extra=WHERE)
@@ -1506,6 +1528,11 @@ class Config(_Section):
         if reported:
             raise ValueError(f"selection suite {sorted(reported)[0]!r} has the name of an evaluation suite: name it "
                              "otherwise (selection.suites[].name)")
+        if self.pipeline.max_staleness and (selection.active or self.logs is not None):
+            raise ValueError(f"pipeline.max_staleness {self.pipeline.max_staleness} overlaps the next cycle's "
+                             f"generation with training, but a run with {'selection' if selection.active else 'logs'} "
+                             "knows the next cycle's " + ("policy" if selection.active else "prompts")
+                             + " only after evaluating: set pipeline.max_staleness 0")
         names = [j.name for j in self.judges]
         if len(set(names)) != len(names):
             raise ValueError(f"judges[].name must be unique (got {names})")

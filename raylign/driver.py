@@ -19,6 +19,7 @@ import functools
 import itertools
 import json
 import random
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from raylign.evaluation import report, run_report
 from raylign.actors.buffer import PreferenceBuffer
 from raylign.actors.generator import GeneratorGroup
-from raylign.actors.judge import JudgePool
+from raylign.actors.judge import BUSY_KEY, JudgePool
 from raylign.actors.metrics import RunMetrics
 from raylign.actors.learner import LearnerGroup
 from raylign.actors.placement import nodes_of
@@ -43,7 +44,7 @@ from raylign.config import (SELECTION_SUITE, Config, ConfigError, SamplingConfig
 from raylign.data import logs as logs_
 from raylign.data.exchange import import_file
 from raylign.training.pairs import (KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights,
-                                    with_unknown_levels_scored)
+                                    with_unknown_levels_scored, within_staleness)
 from raylign.data.prompts import read_prompts, sample, split
 from raylign.evaluation import review as review_
 from raylign.evaluation import selection as selection_
@@ -51,8 +52,10 @@ from raylign.evaluation import suites as suites_
 from raylign.evaluation.selection import BEST_FILE, Candidate
 from raylign.evaluation.suites import Suite
 from raylign.model_check import check_model, models_to_check
-from raylign.run_state import STATE_FILE, CycleProgress, PolicyRecord, RunState, stages
+from raylign.run_state import STATE_FILE, PolicyRecord, RunState, stages
 from raylign.storage import RunStorage
+from raylign import timeline
+from raylign.timeline import TIMELINE_FILE, Interval
 from raylign.tracking import TRACKER_FOLDERS, Trackers
 from raylign.data.schemas import PROMPTS, TABLES, PolicyVersion
 from raylign.evaluation.scoring import UNJUDGED
@@ -121,9 +124,8 @@ def ray_session(cfg: Config):
         yield
     finally:
         if started:
-            from ray import serve
-
-            serve.shutdown()  # the judge pools' Serve controller, and the handles' reporting
+            # Not serve.shutdown() first: killing the Serve controller under the judge handles'
+            # long polls makes Ray print their failed retries after the run's table.
             ray.shutdown()
 
 
@@ -188,6 +190,20 @@ def judgments_part(stage: str, judge: str, batch: int) -> str:
     return f"{stage}-{judge}-{batch:05d}"
 
 
+class Stream(NamedTuple):
+    """One stage's answers in a pass of the engines: what is asked, of which policy, and where
+    the answers go (the buffer's cycle and stage). Several streams share one pass."""
+
+    prompts: pa.Table
+    policy: PolicyVersion
+    sampling: SamplingConfig
+    cycle: int
+    stage: str
+    seed_stage: str
+    """The stage whose seeds the batches draw (a candidate's answers draw the suite's)."""
+    staleness: int = 0
+
+
 class TrainingSet(NamedTuple):
     data: pa.Table
     """The cycle's own pairs (KTO: examples), then the rows replayed from earlier cycles."""
@@ -218,7 +234,9 @@ class Driver:
         self.selecting = cfg.selection.active and self.trains
         self.candidates = selection_.candidates(cfg)
         self.with_logs = cfg.logs is not None and self.trains
-        self.plan = stages(cfg.cycles, [c.name for c in self.candidates], self.selecting, self.with_logs)
+        self.overlap = cfg.pipeline.max_staleness > 0 and self.trains
+        self.plan = stages(cfg.cycles, [c.name for c in self.candidates], self.selecting, self.with_logs, self.overlap)
+        self._state_lock = threading.Lock()  # the stage alongside saves the state too
         self.trackers: Trackers | None = None
 
     def run(self) -> list[dict]:
@@ -248,7 +266,9 @@ class Driver:
                                 self._stage(cycle, f"select.{c.name}", functools.partial(self._select, c))
                             self._stage(cycle, "choose", self._choose)
                         else:
-                            self._stage(cycle, "train", functools.partial(self._train, self.candidates[0]))
+                            with self._alongside(cycle + 1, "generate_judge", self._generate_train,
+                                                 self.overlap and cycle < cfg.cycles):
+                                self._stage(cycle, "train", functools.partial(self._train, self.candidates[0]))
                         self._stage(cycle, "evaluate", self._evaluate)
         self.log.show("\n" + report.format_table(self.state.records, self._suite_names()))
         self.log.show(f"\nrun folder: {self.run_dir}  (report.html, metrics.json, best.json, safety.png, config.yaml, "
@@ -330,30 +350,58 @@ class Driver:
                         self.storage.delete(name)
             raise
 
-    def _stage(self, cycle: int, stage: str, run: Callable[[int], None]) -> None:
+    def _stage(self, cycle: int, stage: str, run: Callable[[int], None], alongside: bool = False) -> None:
         """Run one stage unless it is finished; the state is saved as it starts and as it ends.
-        The cycle's record is closed with its last stage, evaluate."""
+        The cycle's record is closed with its last stage, evaluate. A stage `alongside` runs
+        on a thread of its own while the main one runs another (`_alongside`)."""
         state = self.state
         if state.is_finished(cycle, stage):
             return
-        state.start(cycle, stage)
-        state.nodes = self.roles.nodes()  # where the roles are now: faults move them
-        state.save(self.storage)
+        with self._state_lock:
+            state.start(cycle, stage, alongside)
+            state.nodes = self.roles.nodes()  # where the roles are now: faults move them
+            state.save(self.storage)
         self.log.stage_start(cycle, stage)
         t0 = time.perf_counter()
         run(cycle)
-        seconds = state.current.seconds[stage] = round(time.perf_counter() - t0, 2)
-        if stage == "evaluate":
-            state.records.append(self._record(cycle))
-            state.current = CycleProgress()
-            if self.selecting:
-                self._after_cycle(cycle)
-        state.finish(cycle, stage)
-        state.save(self.storage)
+        seconds = round(time.perf_counter() - t0, 2)
+        with self._state_lock:
+            state.progress(alongside).seconds[stage] = seconds
+            if stage == "evaluate":
+                state.records.append(self._record(cycle))
+                state.close_cycle()
+                if self.selecting:
+                    self._after_cycle(cycle)
+            state.finish(cycle, stage)
+            state.save(self.storage)
         self.log.stage_end(cycle, stage, seconds)
         self.metrics.stage(stage, seconds)
         if stage == "evaluate":
             self._report(state.records)
+
+    @contextlib.contextmanager
+    def _alongside(self, cycle: int, stage: str, run: Callable[[int], None], when: bool):
+        """Runs a stage on a thread of its own (`when`) while the body runs; both end before
+        the body's exit goes on, and the first error of either is raised."""
+        if not when or self.state.is_finished(cycle, stage):
+            yield
+            return
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._stage(cycle, stage, run, alongside=True)
+            except BaseException as e:  # noqa: BLE001 - raised on the main thread below
+                failed.append(e)
+
+        thread = threading.Thread(target=work, name=f"raylign-{stage}-{cycle}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.join()  # its committed batches count for a resumed run: let it finish them
+        if failed:
+            raise failed[0]
 
     def _policy(self) -> PolicyVersion:
         """The policy the finished stages left, with its files in the object store."""
@@ -478,8 +526,8 @@ class Driver:
         from raylign.actors.judge import PromptLeveller
 
         c = self.cfg.logs.classifier
-        leveller = ray.remote(PromptLeveller).options(
-            num_cpus=c.num_cpus, num_gpus=c.num_gpus, runtime_env={"env_vars": vllm_env(c.llm.engine)}).remote(c)
+        leveller = ray.remote(PromptLeveller).options(num_cpus=c.num_cpus, num_gpus=c.num_gpus, runtime_env={
+            "env_vars": vllm_env(c.llm.engine, c.num_threads)}).remote(c)
         try:
             return ray.get(leveller.classify.remote(prompts, cycle), timeout=self.timeout)
         finally:
@@ -492,13 +540,33 @@ class Driver:
         return self._read_part("prompts", cycle, "logs")
 
     def _generate_train(self, cycle: int) -> None:
+        self._generate_and_judge(self._train_stream(cycle))
+
+    def _train_stream(self, cycle: int) -> Stream:
+        """The cycle's training prompts, answered by the policy pipeline.max_staleness allows."""
         cfg = self.cfg
         batch = []
         if cfg.logs is None or cfg.logs.with_prompt_set:
             batch.append(sample(self._splits.train, cfg.prompts.prompts_per_cycle, cfg.seed + cycle))
         if self.with_logs:
             batch.append(self._log_prompts(cycle))
-        self._generate_and_judge(pa.concat_tables(batch), self._policy(), cfg.generator.sampling, cycle, "train")
+        policy, staleness = self._rollout_policy(cycle)
+        return Stream(pa.concat_tables(batch), policy, cfg.generator.sampling, cycle, "train", "train", staleness)
+
+    def _rollout_policy(self, cycle: int) -> tuple[PolicyVersion, int]:
+        """The policy that answers the cycle's training prompts, and how many updates it lags the
+        policy trained on them. On-policy: the one the last finished cycle left. Overlapped
+        (pipeline.max_staleness 1): the one cycle-1 started from, which the generators answer
+        with while cycle-1 trains, so that nothing waits for the learner; cycle 1 has no
+        training to overlap and answers on-policy. A function of the cycle and the finished
+        cycles' records, so a resumed run answers with the same policy as the run that died."""
+        lag = min(self.cfg.pipeline.max_staleness, cycle - 1)
+        if not lag:
+            return self._policy(), 0
+        start = cycle - 1 - lag
+        adapter = start and next(r for r in self.state.records if r["cycle"] == start)["training"]["adapter"]
+        record = PolicyRecord(version=start, kind=self.cfg.learner.finetune, path=adapter) if start else PolicyRecord()
+        return self._published_policy(record.policy(self.storage)), lag
 
     def _train_judgments(self, cycle: int, human: pa.Table) -> pa.Table:
         """judges[0]'s judgments of a cycle's training answers, as pairs are built from them."""
@@ -517,8 +585,9 @@ class Driver:
         """DPO pairs and KTO examples from judges[0]'s labels, both into the buffer; and, when
         clinicians reviewed earlier cycles' answers since the last build, those answers' pairs
         and examples again with the human labels, where they differ from the judge's."""
+        started = time.time()
         human = self._human_judgments()
-        judgments = self._train_judgments(cycle, human)
+        judgments, stale = within_staleness(self._train_judgments(cycle, human), self.cfg.pipeline.max_staleness)
         distinct = distinct_answers(judgments) if self.cfg.buffer.dedup else judgments
         pairs, stats = build_pairs(distinct, self.cfg.pairs, cycle, self.cfg.seed + cycle)
         self._write("pairs", cycle, "all", pairs)
@@ -529,10 +598,11 @@ class Driver:
             **stats._asdict(), "duplicates_dropped": judgments.num_rows - distinct.num_rows,
             "replayed": training.data.num_rows - training.fresh, "desirable": training.desirable,
             "undesirable": training.undesirable, "desirable_weight": training.weights.desirable,
-            "undesirable_weight": training.weights.undesirable,
+            "undesirable_weight": training.weights.undesirable, "stale_dropped": stale,
         }
         if review is not None:
             self.state.current.data["review"] = review
+        self._busy(Interval(timeline.DRIVER, cycle, "build_data", None, started, time.time()))
 
     def _human_judgments(self) -> pa.Table:
         """Every human label imported so far (raylign review import), the latest per answer."""
@@ -588,8 +658,11 @@ class Driver:
                 bar.n, bar.total = done, total
                 bar.refresh()
 
+            started = time.time()
             result = self.roles.learners.train(variant, training.data, cycle, self.storage, start, training.weights,
                                                selection_.policy_tag(cycle, candidate.name), restarts, progress)
+            self._busy(Interval(timeline.LEARNER, cycle, f"train.{candidate.name}" if candidate.name else "train",
+                                None, started, time.time()))
         if result.retries:
             self._retried(cycle, "train", "learner", result.retries,
                           "a learner rank died; trained again from the checkpoint")
@@ -667,11 +740,23 @@ class Driver:
     def _evaluate(self, cycle: int) -> None:
         """Every suite due this cycle, generated and judged, its metrics by judges[0]; and the
         agreement of every two judges that give labels, on the first suite's answers, keyed
-        "first,second" in the config's order."""
+        "first,second" in the config's order. The next cycle's training answers, when the same
+        policy gives them, come in the same pass (pipeline.fuse)."""
         suites = [suite for suite in self.suites if self._due(suite, cycle)]
-        blocks, agreements = self._measure(suites, self._policy(), cycle)
+        blocks, agreements = self._measure(suites, self._policy(), cycle, alongside=self._fused(cycle))
         self.state.current.metrics = {"suites": blocks}
         self.state.current.agreement = {**agreements, **self._human_agreement()}
+
+    def _fused(self, cycle: int) -> list[Stream]:
+        """The next cycle's training stream, when it can share this evaluation's pass: the
+        same policy answers it, and its prompts are known now (no logs to collect first, no
+        candidate to choose after)."""
+        cfg, next_cycle = self.cfg, cycle + 1
+        if (not cfg.pipeline.fuse or not self.trains or self.selecting or self.with_logs or next_cycle > cfg.cycles
+                or self.state.is_finished(next_cycle, "generate_judge")):
+            return []
+        stream = self._train_stream(next_cycle)
+        return [stream] if stream.staleness == 0 else []
 
     def _human_agreement(self) -> dict[str, dict]:
         """Each labelling judge against the clinicians, on every answer they reviewed so far,
@@ -684,19 +769,23 @@ class Driver:
                     rows.filter(pc.equal(rows["judge"], pool.cfg.name)), human)._asdict()
                 for pool in self.roles.judges if pool.info.labels}
 
-    def _measure(self, suites: list[Suite], policy: PolicyVersion, cycle: int,
-                 stage: str | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
-        """`policy` on `suites`: each suite's block by judges[0], and the agreement of every two
-        labelling judges on the first suite's answers. The buffer's `stage` of a suite's answers
-        is `suite.stage`, or `stage` (then `stage.SUITE` for all but the first): candidates'
-        answers are kept apart, but drawn with the suite's own seeds, the same for each."""
+    def _measure(self, suites: list[Suite], policy: PolicyVersion, cycle: int, stage: str | None = None,
+                 alongside: list[Stream] = ()) -> tuple[dict[str, dict], dict[str, dict]]:
+        """`policy` on `suites`, in one pass of the engines with the `alongside` streams: each
+        suite's block by judges[0], and the agreement of every two labelling judges on the first
+        suite's answers. The buffer's `stage` of a suite's answers is `suite.stage`, or `stage`
+        (then `stage.SUITE` for all but the first): candidates' answers are kept apart, but drawn
+        with the suite's own seeds, the same for each."""
         cfg = self.cfg
+        where = [suite.stage if stage is None else (stage if i == 0 else f"{stage}.{suite.cfg.name}")
+                 for i, suite in enumerate(suites)]
+        self._generate_and_judge(*(
+            Stream(suite.prompts(cfg.seed), policy, cfg.evaluation.sampling, cycle, at,
+                   suite.stage if stage is None else f"select.{suite.cfg.name}")
+            for suite, at in zip(suites, where)), *alongside)
         blocks, agreements = {}, {}
-        for i, suite in enumerate(suites):
-            where = suite.stage if stage is None else (stage if i == 0 else f"{stage}.{suite.cfg.name}")
-            self._generate_and_judge(suite.prompts(cfg.seed), policy, cfg.evaluation.sampling, cycle, where,
-                                     seed_stage=suite.stage if stage is None else f"select.{suite.cfg.name}")
-            by_judge = self._judged(cycle, where)
+        for i, (suite, at) in enumerate(zip(suites, where)):
+            by_judge = self._judged(cycle, at)
             blocks[suite.cfg.name] = suites_.suite_metrics(suite, cycle, by_judge[cfg.judges[0].name])
             if i == 0:
                 labelling = [pool.cfg.name for pool in self.roles.judges if pool.info.labels]
@@ -706,30 +795,38 @@ class Driver:
 
     # -- generate and judge, batch by batch -----------------------------------------------
 
-    def _generate_and_judge(self, prompts: pa.Table, policy: PolicyVersion, sampling: SamplingConfig,
-                            cycle: int, stage: str, seed_stage: str | None = None) -> None:
-        """Generate in batches; each batch's answers go to the buffer and to every judge as soon
-        as they are done, and each judge's verdicts to the buffer as they come back. Parts are
-        named by batch, so a batch done again replaces its parts, and a stage that is run again
-        (a resumed run) only does the batches whose parts are missing: judging stored answers
-        where only verdicts are missing, generating where answers are."""
+    def _generate_and_judge(self, *streams: Stream) -> None:
+        """One pass of the engines over every stream's prompts, in batches; each batch's answers
+        go to the buffer and to every judge as soon as they are done, and each judge's verdicts
+        to the buffer as they come back. Parts are named by batch, so a batch done again
+        replaces its parts, and a stage that is run again (a resumed run) only does the batches
+        whose parts are missing: judging stored answers where only verdicts are missing,
+        generating where answers are."""
         pools, generators = self.roles.judges, self.roles.generators
-        todo, stored = self._missing_batches(generators.num_batches(prompts), cycle, stage)
-        for i in stored:
-            answers = self.roles.buffer.read.remote("rollouts", cycle, rollouts_part(stage, i))
-            for pool in todo[i]:
-                pool.submit(answers, policy, tag=i)
-        seed = sampling_seed(self.cfg.seed, cycle, seed_stage or stage)
-        pending = {ref: i for i, ref in generators.generate(prompts, policy, sampling, cycle, stage, seed,
-                                                            batches=todo.keys() - stored).items()}
+        pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # -> (stream, batch)
+        todo: list[dict[int, list[JudgePool]]] = []
+        total = already = 0
         primary = pools[0]
-        size = self.cfg.generator.batch_size
-        answers = [min(size, prompts.num_rows - i * size) * sampling.samples_per_prompt
-                   for i in range(generators.num_batches(prompts))]
-        already = sum(n for i, n in enumerate(answers) if primary not in todo.get(i, ()))
+        for s, stream in enumerate(streams):
+            missing, stored = self._missing_batches(generators.num_batches(stream.prompts), stream.cycle, stream.stage)
+            todo.append(missing)
+            for i in stored:
+                answers = self.roles.buffer.read.remote("rollouts", stream.cycle, rollouts_part(stream.stage, i))
+                for pool in missing[i]:
+                    pool.submit(answers, stream.policy, tag=(s, i))
+            seed = sampling_seed(self.cfg.seed, stream.cycle, stream.seed_stage)
+            refs = generators.generate(stream.prompts, stream.policy, stream.sampling, stream.cycle, stream.stage,
+                                       seed, batches=missing.keys() - stored, staleness=stream.staleness)
+            pending.update({ref: (s, i) for i, ref in refs.items()})
+            size, n = self.cfg.generator.batch_size, stream.prompts.num_rows
+            answers = [min(size, n - i * size) * stream.sampling.samples_per_prompt
+                       for i in range(generators.num_batches(stream.prompts))]
+            total += sum(answers)
+            already += sum(k for i, k in enumerate(answers) if primary not in missing.get(i, ()))
         resent = [pool.resent for pool in pools]
+        what = " + ".join(f"cycle {s.cycle} {s.stage}" for s in streams)
         last_progress = time.monotonic()
-        with tqdm(total=sum(answers), initial=already, desc=f"cycle {cycle} {stage}: generate+judge", unit="answer",
+        with tqdm(total=total, initial=already, desc=f"{what}: generate+judge", unit="answer",
                   leave=False, disable=not self.log.bars) as bar:
             while pending or any(pool.has_next() for pool in pools):
                 busy = any(pool.has_next() for pool in pools)
@@ -738,31 +835,58 @@ class Driver:
                     # Block briefly on generation only when the judges have nothing to return.
                     done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0 if busy else 0.2)
                     for ref in done:
-                        i = pending.pop(ref)
-                        rows = self._write("rollouts", cycle, rollouts_part(stage, i), ref)  # straight from the engine
-                        self.metrics.generated(stage, rows)
-                        for pool in todo[i]:
-                            pool.submit(ref, policy, tag=i)
+                        s, i = pending.pop(ref)
+                        stream = streams[s]
+                        # Straight from the engine to the buffer.
+                        rows = self._write("rollouts", stream.cycle, rollouts_part(stream.stage, i), ref)
+                        self.metrics.generated(stream.stage, rows)
+                        for pool in todo[s][i]:
+                            pool.submit(ref, stream.policy, tag=(s, i))
                         progressed = True
                 for pool in pools:
                     judged_batch = pool.poll(timeout_s=0.2 / len(pools)) if pool.has_next() else None
                     if judged_batch is None:
                         continue
-                    self._write("judgments", cycle, judgments_part(stage, pool.cfg.name, judged_batch.tag),
-                                judged_batch.table)
-                    self.metrics.judged(stage, pool.cfg.name, judged_batch.table)
+                    s, i = judged_batch.tag
+                    stream = streams[s]
+                    table = self._judge_busy(pool, stream, i, judged_batch.table)
+                    self._write("judgments", stream.cycle, judgments_part(stream.stage, pool.cfg.name, i), table)
+                    self.metrics.judged(stream.stage, pool.cfg.name, table)
                     if pool is primary:
-                        bar.update(judged_batch.table.num_rows)
+                        bar.update(table.num_rows)
                     progressed = True
                 if progressed:
                     last_progress = time.monotonic()
                 elif time.monotonic() - last_progress > self.timeout:
-                    raise TimeoutError(f"cycle {cycle} {stage}: no batch generated and judged in "
+                    raise TimeoutError(f"{what}: no batch generated and judged in "
                                        f"{self.timeout:.0f}s (ray.get_timeout_s)")
+        self._generator_busy(streams)
         for pool, before in zip(pools, resent):
             if pool.resent > before:
-                self._retried(cycle, stage, f"judge.{pool.cfg.name}", pool.resent - before,
+                stream = streams[0]
+                self._retried(stream.cycle, stream.stage, f"judge.{pool.cfg.name}", pool.resent - before,
                               f"judge {pool.cfg.name}: batch(es) sent again after a replica failed them")
+
+    def _generator_busy(self, streams: tuple[Stream, ...]) -> None:
+        """The engines' batches of this pass into the timeline, with the policy that answered."""
+        policies = {(s.cycle, s.stage): s.policy.version for s in streams}
+        for engine, b in self.roles.generators.busy():
+            self._busy(Interval(f"{timeline.GENERATOR}.{engine}", b.cycle, b.stage, b.batch, b.start, b.end,
+                                policies.get((b.cycle, b.stage))))
+
+    def _judge_busy(self, pool: JudgePool, stream: Stream, batch: int, table: pa.Table) -> pa.Table:
+        """A judged batch's replica and busy time (actors/judge.py BUSY_KEY) into the timeline;
+        the table as the buffer keeps it, without them."""
+        meta = table.schema.metadata or {}
+        if BUSY_KEY in meta:
+            pid, start, end = meta[BUSY_KEY].decode().split()
+            self._busy(Interval(f"{timeline.JUDGE}.{pool.cfg.name}.{pid}", stream.cycle, stream.stage, batch,
+                                float(start), float(end)))
+        return table.replace_schema_metadata(None)
+
+    def _busy(self, interval: Interval) -> None:
+        with self._state_lock:  # the stage alongside adds to it too
+            self.state.timeline.append(interval._asdict())
 
     def _missing_batches(self, batches: int, cycle: int, stage: str) -> tuple[dict[int, list[JudgePool]], set[int]]:
         """The judges each batch still lacks verdicts of (batches with none left out), and the
@@ -842,6 +966,7 @@ class Driver:
 
     def _report(self, records: list[dict]) -> None:
         report.write_metrics(self.storage, records)
+        self.storage.write_text(TIMELINE_FILE, json.dumps(self.state.timeline) + "\n")
         report.plot(self.storage, records)
         if not self.selecting:
             self._best_of_reported(records)

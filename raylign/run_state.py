@@ -29,15 +29,22 @@ STATE_FILE = "state.json"
 
 
 def stages(cycles: int, candidates: Sequence[str] = (), selecting: bool = False,
-           logs: bool = False) -> list[tuple[int, str]]:
-    """Every stage of a run of `cycles` cycles, in the order they run. A run that selects
+           logs: bool = False, overlap: bool = False) -> list[tuple[int, str]]:
+    """Every stage of a run of `cycles` cycles, in the order they run (start). A run that selects
     (selection.active) evaluates the starting policy on the selection suites at cycle 0, and
     trains and evaluates each candidate in stages of their own (`train.NAME`, `select.NAME`)
-    before `choose` keeps one. A run with conversation logs opens each cycle with `collect`."""
+    before `choose` keeps one. A run with conversation logs opens each cycle with `collect`.
+    With `overlap` (pipeline.max_staleness > 0) the next cycle's generate_judge starts with
+    this cycle's train, and runs alongside it."""
     first = ("collect",) if logs else ()
     if not selecting:
-        return [(0, "load"), (0, "evaluate")] + [
+        plan = [(0, "load"), (0, "evaluate")] + [
             (c, s) for c in range(1, cycles + 1) for s in (*first, "generate_judge", "build_data", "train", "evaluate")]
+        if overlap:  # (c+1, generate_judge) moves up to just after (c, train)
+            for c in range(1, cycles):
+                plan.remove((c + 1, "generate_judge"))
+                plan.insert(plan.index((c, "train")) + 1, (c + 1, "generate_judge"))
+        return plan
     per_candidate = [s for name in candidates for s in (f"train.{name}", f"select.{name}")]
     return [(0, "load"), (0, "select"), (0, "evaluate")] + [
         (c, s) for c in range(1, cycles + 1)
@@ -98,6 +105,13 @@ class RunState(BaseModel):
     finished: list[tuple[int, str]] = []
     running: tuple[int, str] | None = None
     """The stage under way when this was written; after a crash, the one that died."""
+    alongside: tuple[int, str] | None = None
+    """A stage under way at the same time (pipeline.max_staleness: the next cycle's
+    generate_judge while `running` trains)."""
+    ahead: CycleProgress | None = None
+    """What the stage alongside recorded of its cycle; it becomes `current` with that cycle."""
+    timeline: list[dict] = []
+    """What each role was busy with (raylign/timeline.py Interval, as a dict), oldest first."""
     starts: int = 1
     """How many times the run was started: 1, plus one per resume."""
     policy: PolicyRecord = PolicyRecord()
@@ -123,12 +137,30 @@ class RunState(BaseModel):
             return None
         return next((cs for cs in plan if cs not in self.finished), None)
 
-    def start(self, cycle: int, stage: str) -> None:
-        self.running = (cycle, stage)
+    def start(self, cycle: int, stage: str, alongside: bool = False) -> None:
+        if alongside:
+            self.alongside = (cycle, stage)
+        else:
+            self.running = (cycle, stage)
 
     def finish(self, cycle: int, stage: str) -> None:
         self.finished.append((cycle, stage))
-        self.running = None
+        if self.alongside == (cycle, stage):
+            self.alongside = None
+        else:
+            self.running = None
+
+    def progress(self, alongside: bool = False) -> CycleProgress:
+        """The record under way of the main stage's cycle, or of the stage alongside's."""
+        if not alongside:
+            return self.current
+        if self.ahead is None:
+            self.ahead = CycleProgress()
+        return self.ahead
+
+    def close_cycle(self) -> None:
+        """The cycle's record is made: what the next cycle recorded ahead of it becomes current."""
+        self.current, self.ahead = self.ahead or CycleProgress(), None
 
     def save(self, storage: RunStorage | str | Path) -> None:
         storage = RunStorage.of(storage)

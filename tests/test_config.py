@@ -69,6 +69,11 @@ def test_cross_field_checks():
     with pytest.raises(ConfigError, match=r"learner.lora.r must be a rank vLLM serves, .* \(got 12\)"):
         load_config(overrides=["learner.lora.r=12"])
     assert load_config(overrides=["learner.lora.r=12", "generator.backend=hf"]).learner.lora.r == 12
+    with pytest.raises(ConfigError, match="pipeline.max_staleness 1 overlaps .* a run with selection knows the next "
+                                          "cycle's policy only after evaluating"):
+        load_config(overrides=["pipeline.max_staleness=1", "selection.candidates=[dpo, kto]"])
+    with pytest.raises(ConfigError, match=r"^config pipeline.max_staleness: .*less than or equal to 1"):
+        load_config(overrides=["pipeline.max_staleness=2"])
 
 
 def test_missing_and_malformed_files(tmp_path):

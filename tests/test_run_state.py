@@ -16,6 +16,23 @@ def test_stages_run_in_the_cycle_order_of_the_design():
     ]
 
 
+def test_overlapped_cycles_start_the_next_generation_with_the_training():
+    assert stages(2, overlap=True) == [
+        (0, "load"), (0, "evaluate"),
+        (1, "generate_judge"), (1, "build_data"), (1, "train"), (2, "generate_judge"), (1, "evaluate"),
+        (2, "build_data"), (2, "train"), (2, "evaluate"),
+    ]
+    state = RunState(config_digest="d")
+    state.start(1, "train")
+    state.start(2, "generate_judge", alongside=True)
+    state.progress(alongside=True).seconds["generate_judge"] = 3.0
+    state.finish(2, "generate_judge")
+    assert (state.running, state.alongside) == ((1, "train"), None)
+    state.finish(1, "train")
+    state.close_cycle()  # cycle 1 evaluated: cycle 2's record starts with what was recorded ahead
+    assert state.current.seconds == {"generate_judge": 3.0} and state.ahead is None
+
+
 def test_a_selecting_run_trains_and_measures_each_candidate_in_stages_of_its_own():
     assert stages(1, ["dpo", "kto"], selecting=True) == [
         (0, "load"), (0, "select"), (0, "evaluate"),

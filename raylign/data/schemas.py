@@ -50,7 +50,10 @@ ROLLOUTS = pa.schema(
         ("answer", pa.string()),
         ("num_tokens", pa.int32()),
         ("finish_reason", pa.string()),  # "stop" (eos) or "length" (hit max_new_tokens)
-        ("policy_version", pa.int32()),
+        ("policy_version", pa.int32()),  # the policy that answered (a cycle number; 0 the starting model)
+        # Policy updates the answering policy lags the one trained on these answers: 0 on-policy,
+        # up to pipeline.max_staleness when generation overlaps training. Null: not recorded.
+        ("staleness", pa.int32()),
     ]
 )
 

@@ -41,6 +41,8 @@ from raylign.evaluation.run_report import (
     logs_table,
     seconds_table,
     selection_table,
+    timeline_caption,
+    timeline_figure,
     training_table,
     tradeoff_figure,
 )
@@ -315,6 +317,8 @@ def _training_html(run: Run, anchor: str) -> str:
         parts.append(html_table(training))
     if seconds is not None:
         parts.append(f"<h4>Stage times (seconds)</h4>{html_table(seconds)}")
+    if run.timeline:
+        parts.append("<h4>Timeline</h4>" + _figure(_svg(timeline_figure(run.timeline)), timeline_caption(run.timeline)))
     return "\n".join(parts)
 
 

@@ -32,6 +32,7 @@ from raylign.evaluation.report import SUITE_COLUMNS  # noqa: E402
 from raylign.evaluation.selection import BEST_FILE  # noqa: E402
 from raylign.evaluation.suites import answer_stage, figure, primary  # noqa: E402
 from raylign.storage import RunStorage  # noqa: E402
+from raylign.timeline import TIMELINE_FILE, Interval, busy_shares, critical_path, of_records  # noqa: E402
 
 DASH = "—"
 
@@ -87,6 +88,8 @@ class Run(NamedTuple):
     """What the report could not read, said once at the top of the run's section."""
     best: Best
     samples: list[Sample]
+    timeline: list[Interval] = []
+    """What each role was busy with (timeline.json), when the run recorded it."""
 
 
 class Table(NamedTuple):
@@ -115,7 +118,17 @@ def load_run(location: str | Path | RunStorage) -> Run:
     cfg = _config(storage, notes)
     best = _best(storage, records, notes)
     samples = _samples(storage, cfg, best.cycle, notes)
-    return Run(storage.name, storage, records, cfg, notes, best, samples)
+    return Run(storage.name, storage, records, cfg, notes, best, samples, _timeline(storage, notes))
+
+
+def _timeline(storage: RunStorage, notes: list[str]) -> list[Interval]:
+    if not storage.exists(TIMELINE_FILE):
+        return []
+    try:
+        return of_records(json.loads(storage.read_text(TIMELINE_FILE)))
+    except (ValueError, TypeError) as e:
+        notes.append(f"{TIMELINE_FILE} cannot be read ({str(e).splitlines()[0]}): no timeline")
+        return []
 
 
 def _config(storage: RunStorage, notes: list[str]) -> Config | None:
@@ -380,6 +393,41 @@ def _group_order(name: str):
 
 SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 """Left out of each SVG: a date would change the page on every write, and the rest names URLs."""
+
+
+TIMELINE_COLORS = {"train": "#4477aa", "eval": "#66ccee", "learner": "#ee6677", "driver": "#999999"}
+
+
+def timeline_figure(intervals: list[Interval]):
+    """One row per actor, a bar per thing it did, seconds from the first; training answers
+    dark, evaluation answers light, the learner red; the critical path outlined."""
+    t0 = min(i.start for i in intervals)
+    actors = sorted({i.actor for i in intervals}, key=lambda a: (["generator", "judge", "driver", "learner"].index(
+        a.split(".")[0]) if a.split(".")[0] in ("generator", "judge", "driver", "learner") else 9, a))
+    on_path = set(critical_path(intervals).chain)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(actors) + 1.2))
+    for row, actor in enumerate(actors):
+        for i in (i for i in intervals if i.actor == actor):
+            kind = i.role if i.role in ("learner", "driver") else ("train" if i.stage == "train" else "eval")
+            ax.broken_barh([(i.start - t0, i.seconds)], (row - 0.35, 0.7), facecolors=TIMELINE_COLORS[kind],
+                           edgecolors="black" if i in on_path else "none", linewidth=0.8)
+    ax.set_yticks(range(len(actors)), [a.rsplit(".", 1)[0] if a.startswith("judge.") else a for a in actors])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in TIMELINE_COLORS.values()]
+    ax.legend(handles, ["training answers", "evaluation answers", "learner", "driver (pairs)"], loc="upper center",
+              bbox_to_anchor=(0.5, -0.25 if len(actors) < 5 else -0.12), ncol=4, frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def timeline_caption(intervals: list[Interval]) -> str:
+    wall = max(i.end for i in intervals) - min(i.start for i in intervals)
+    path = critical_path(intervals)
+    busy = ", ".join(f"{role} {share:.0%}" for role, share in busy_shares(intervals, wall).items())
+    return (f"What each role was busy with, over the {wall:.0f} s from the first answer to the last. Busy "
+            f"(per actor): {busy}. Outlined: the critical path, {path.seconds:.0f} s, the wall time with each role "
+            "on hardware of its own (here they share the same cores).")
 
 
 def _svg(fig) -> str:

@@ -21,6 +21,7 @@ from collections import defaultdict
 from typing import NamedTuple, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raylign.config import KTOConfig, PairsConfig
 from raylign.data.schemas import JUDGMENTS, KTO_EXAMPLES, PAIRS, assistant_turn, chat_of
@@ -154,3 +155,11 @@ def kto_weights(n_desirable: int, n_undesirable: int) -> KTOWeights:
     if ratio > 4 / 3:
         return KTOWeights(1.0, ratio * 3 / 4)
     return KTOWeights(1.0, 1.0)
+
+
+def within_staleness(judgments: pa.Table, bound: int) -> tuple[pa.Table, int]:
+    """The rows answered by a policy at most `bound` updates behind the one trained on them
+    (pipeline.max_staleness; a row without a recorded staleness counts as on-policy), and how
+    many were left out."""
+    kept = judgments.filter(pc.fill_null(pc.less_equal(judgments["staleness"], bound), True))
+    return kept, judgments.num_rows - kept.num_rows

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pytest
 
 from raylign.config import KTOConfig, PairsConfig
-from raylign.training.pairs import build_kto_examples, build_pairs, kto_weights
+from raylign.training.pairs import build_kto_examples, build_pairs, kto_weights, within_staleness
 from raylign.data.schemas import JUDGMENTS
 from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, REFUSE, objective_scores, safety_score
 
@@ -97,3 +97,13 @@ def test_kto_weights_keep_weighted_ratio_between_1_and_4_3(n_d, n_u):
 
 def test_kto_weights_single_class():
     assert kto_weights(0, 5) == (1.0, 1.0)
+
+
+def test_rows_answered_beyond_the_staleness_bound_make_no_pair_and_no_example():
+    stale = TABLE.set_column(TABLE.schema.get_field_index("staleness"), "staleness",
+                             pa.array([2 if pid == "p2" else 1 for pid in TABLE["prompt_id"].to_pylist()], pa.int32()))
+    kept, dropped = within_staleness(stale, 1)
+    assert dropped == 2 and "p2" not in kept["prompt_id"].to_pylist()
+    assert "p2" not in build_pairs(kept, PairsConfig(balance_directions=False), cycle=1, seed=0)[0]["prompt_id"].to_pylist()
+    assert "p2" not in build_kto_examples(kept, KTOConfig(), cycle=1)["prompt_id"].to_pylist()
+    assert within_staleness(TABLE, 0) == (TABLE, 0)  # unrecorded (null) staleness: on-policy
