@@ -2,8 +2,8 @@
 
 `LearnerGroup` places `world_size` ranks with a placement group (one bundle each); rank 0
 publishes its address and a free port, every rank joins one torch.distributed group (gloo on
-CPU, NCCL on GPU) with a timeout, and DeepSpeed (ZeRO stage by config) wraps the model with a
-torch optimizer. The model stays loaded across cycles.
+CPU, NCCL on GPU) with a timeout, and DeepSpeed (ZeRO stage by config; one rank at most stage 2)
+wraps the model with a torch optimizer. The model stays loaded across cycles.
 
 Per cycle: DPO (sigmoid, ipo, hinge, robust) plus an optional SFT term on the chosen answer,
 or KTO with class weights and a KL baseline from mismatched pairs; the reference policy is the
@@ -14,6 +14,7 @@ adapter weights and writes a PEFT adapter folder: the new policy version.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
@@ -21,7 +22,7 @@ import socket
 import threading
 import time
 from datetime import timedelta
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import pyarrow as pa
 import ray
@@ -65,6 +66,10 @@ class Learner:
         self.cfg, self.seed, self.rank, self.world = cfg, seed, rank, cfg.world_size
         self.model_path, self.dtype = model_path, getattr(torch, dtype)
         self.device = device_for(cfg.num_gpus)
+        # ZeRO-3 partitions parameters across ranks; one rank has nothing to split, and stage 3's
+        # per-module gather hooks only cost time (half a step's on the embedded model). Stage 2
+        # keeps the same ZeRO optimizer (fp32 master weights under bf16) and the same math.
+        self.zero_stage = min(cfg.zero_stage, 2) if self.world == 1 else cfg.zero_stage
         self.holds = BASE.tag  # the policy the model holds (PolicyVersion.tag)
         self.variant: TrainVariant | None = None  # what the training under way trains with
         self._unpublished: dict[str, torch.Tensor] | None = None  # rank 0, full fine-tuning
@@ -123,7 +128,7 @@ class Learner:
             "train_micro_batch_size_per_gpu": max(1, self.cfg.batch_size // self.world),
             "gradient_accumulation_steps": 1,
             "gradient_clipping": 1.0,
-            "zero_optimization": {"stage": self.cfg.zero_stage},
+            "zero_optimization": {"stage": self.zero_stage},
             "bf16": {"enabled": self.dtype == torch.bfloat16},
             "fp16": {"enabled": self.dtype == torch.float16},
             "steps_per_print": 1 << 30,
@@ -218,7 +223,7 @@ class Learner:
     def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The whole model's 16-bit weights on rank 0 (None elsewhere), gathered layer by layer
         (a collective: every rank calls it)."""
-        if self.cfg.zero_stage == 3:
+        if self.zero_stage == 3:
             state = self.engine._zero3_consolidated_16bit_state_dict()
             return state if self.rank == 0 else None
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
@@ -273,7 +278,9 @@ class Learner:
         return [order[i : i + size] for i in range(0, n, size)]
 
     def _global_sum(self, value: float) -> float:
-        """Sum of `value` over the ranks (a collective)."""
+        """Sum of `value` over the ranks (a collective; with one rank, `value`)."""
+        if self.world == 1:  # a gloo round trip per step for nothing
+            return value
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return float(t.item())
@@ -290,24 +297,30 @@ class Learner:
         computes its slice of every batch and the ranks exchange them."""
         self.model.eval()
         mine: dict[int, float] = {}
-        for start in range(0, len(encoded), self.cfg.batch_size):
-            rows, real = self._rows(list(range(start, min(start + self.cfg.batch_size, len(encoded)))))
-            batch = self._collate([encoded[i] for i in rows])
-            logps = self._reference_forward(batch)
-            if real:
-                mine.update(zip(rows, logps.tolist()))
-        everyone: list[dict[int, float]] = [{} for _ in range(self.world)]
-        torch.distributed.all_gather_object(everyone, mine)
+        with self._reference() as reference:
+            for start in range(0, len(encoded), self.cfg.batch_size):
+                rows, real = self._rows(list(range(start, min(start + self.cfg.batch_size, len(encoded)))))
+                logps = sequence_logps(reference, self._collate([encoded[i] for i in rows])).logps
+                if real:
+                    mine.update(zip(rows, logps.tolist()))
+        everyone: list[dict[int, float]] = [mine]
+        if self.world > 1:  # one rank has nothing to exchange
+            everyone = [{} for _ in range(self.world)]
+            torch.distributed.all_gather_object(everyone, mine)
         merged = {i: v for part in everyone for i, v in part.items()}
         return torch.tensor([merged[i] for i in range(len(encoded))], device=self.device)
 
-    def _reference_forward(self, batch: Batch) -> torch.Tensor:
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[torch.nn.Module]:
+        """The reference model, for a whole pass: PEFT's disable_adapter walks every module on
+        entry and exit, once a pass rather than once a batch."""
         if self.cfg.reference == "previous":  # the policy as the cycle starts
-            return sequence_logps(self.model, batch).logps
-        if self.reference is not None:  # full fine-tuning: the frozen initial model
-            return sequence_logps(self.reference, batch).logps
-        with self.model.disable_adapter():  # LoRA: the base is the initial model
-            return sequence_logps(self.model, batch).logps
+            yield self.model
+        elif self.reference is not None:  # full fine-tuning: the frozen initial model
+            yield self.reference
+        else:
+            with self.model.disable_adapter():  # LoRA: the base is the initial model
+                yield self.model
 
     def _sft_term(self, logps: torch.Tensor, num_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean token NLL of the preferred answers of the whole batch (TRL's "sft" loss term),

@@ -653,7 +653,8 @@ class LearnerConfig(ActorResources):
     world_size: int = Field(1, ge=1)
     """Ranks of the DeepSpeed group, one Ray actor each; each trains on its slice of a batch."""
     zero_stage: Literal[0, 1, 2, 3] = 3
-    """DeepSpeed ZeRO stage: 3 partitions parameters, gradients and optimizer state."""
+    """DeepSpeed ZeRO stage: 3 partitions parameters, gradients and optimizer state. One rank has
+    nothing to partition and runs at most stage 2 (the same math without stage 3's gather hooks)."""
     num_cpus: float = Field(0.5, ge=0, json_schema_extra=WHERE)
     """Per rank: two ranks and the other roles fit a 2-CPU machine."""
     init_timeout_s: float = Field(300, gt=0, json_schema_extra=WHERE)
