@@ -329,7 +329,7 @@ def test_a_run_on_s3_survives_a_killed_driver_and_a_lost_learner_node(undisturbe
             assert lost and records[2]["training"]["retries"] == 1
             survivor = scratch["learner-b" if lost == [0] else "learner-a"]
             # The retry downloaded the cycle-1 checkpoint into the surviving node's own scratch.
-            assert list(survivor.glob("*/cycle_001/zero_pp_rank_0_mp_rank_00_model_states.pt"))
+            assert list(survivor.glob("*/cycle_001/*model_states.pt"))  # ZeRO 3's name, or 2's on one rank
             assert state.nodes["learner"][0]["node_id"] == learner_nodes[1 - lost[0]].node_id
             assert_same_as(undisturbed, finished_run(uri, records))
             assert not list(first_dir.iterdir()) and not list(second_dir.iterdir())  # nothing written where they ran
