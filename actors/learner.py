@@ -115,12 +115,16 @@ class Learner:
             model=model, optimizer=optimizer, model_parameters=params, config=self._ds_config()
         )
         self.model = self.engine.module
-        # Full fine-tuning against the initial model needs that model: a second, frozen engine
-        # (partitioned like the first). LoRA disables its adapter instead: no second copy.
+        # Full fine-tuning against the initial model needs that model: a second, frozen copy,
+        # partitioned like the first under stage 3 (below it DeepSpeed has nothing to do for a
+        # model without an optimizer). LoRA disables its adapter instead: no second copy.
         self.reference = None
         if self.cfg.finetune == "full" and self.cfg.reference == "initial":
             frozen = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype).requires_grad_(False)
-            self.reference = deepspeed.initialize(model=frozen, config=self._ds_config())[0].module.eval()
+            if self.zero_stage == 3:
+                self.reference = deepspeed.initialize(model=frozen, config=self._ds_config())[0].module.eval()
+            else:
+                self.reference = frozen.to(self.device).eval()
         return RankInfo(self.rank, torch.distributed.get_world_size(), torch.distributed.get_backend())
 
     def _ds_config(self) -> dict:

@@ -30,7 +30,7 @@ import ray
 from raylign.config import load_config
 from raylign.driver import Driver
 from raylign.evaluation import report
-from raylign.timeline import TIMELINE_FILE, busy_shares, critical_path, of_records
+from raylign.timeline import TIMELINE_FILE, busy_shares, critical_path, of_records, span_s
 
 SETTINGS = {
     "alone": ["pipeline.fuse=false", "pipeline.max_staleness=0"],
@@ -41,7 +41,7 @@ SETTINGS = {
 
 def measured(run_dir: str, records: list[dict]) -> dict:
     intervals = of_records(json.loads(open(f"{run_dir}/{TIMELINE_FILE}").read()))
-    wall = max(i.end for i in intervals) - min(i.start for i in intervals)
+    wall = span_s(intervals)
     path = critical_path(intervals)
     stages = sum(s for r in records for name, s in r["seconds"].items() if name != "load")
     return {"wall_s": round(wall, 1), "stages_s": round(stages, 1), "critical_path_s": round(path.seconds, 1),

@@ -560,13 +560,21 @@ class Driver:
         with while cycle-1 trains, so that nothing waits for the learner; cycle 1 has no
         training to overlap and answers on-policy. A function of the cycle and the finished
         cycles' records, so a resumed run answers with the same policy as the run that died."""
-        lag = min(self.cfg.pipeline.max_staleness, cycle - 1)
+        lag = self._lag(cycle)
         if not lag:
             return self._policy(), 0
-        start = cycle - 1 - lag
-        adapter = start and next(r for r in self.state.records if r["cycle"] == start)["training"]["adapter"]
-        record = PolicyRecord(version=start, kind=self.cfg.learner.finetune, path=adapter) if start else PolicyRecord()
-        return self._published_policy(record.policy(self.storage)), lag
+        start = next(r for r in self.state.records if r["cycle"] == cycle - 1 - lag)
+        return self._published_policy(self._policy_left_by(start).policy(self.storage)), lag
+
+    def _lag(self, cycle: int) -> int:
+        """Policy updates the cycle's training answers lag (`_rollout_policy`)."""
+        return min(self.cfg.pipeline.max_staleness, cycle - 1)
+
+    def _policy_left_by(self, record: dict) -> PolicyRecord:
+        """The policy a cycle's record says its training left; the starting model for cycle 0."""
+        adapter = (record["training"] or {}).get("adapter")
+        return PolicyRecord(version=record["cycle"], kind=self.cfg.learner.finetune, path=adapter) if adapter \
+            else PolicyRecord()
 
     def _train_judgments(self, cycle: int, human: pa.Table) -> pa.Table:
         """judges[0]'s judgments of a cycle's training answers, as pairs are built from them."""
@@ -753,10 +761,9 @@ class Driver:
         candidate to choose after)."""
         cfg, next_cycle = self.cfg, cycle + 1
         if (not cfg.pipeline.fuse or not self.trains or self.selecting or self.with_logs or next_cycle > cfg.cycles
-                or self.state.is_finished(next_cycle, "generate_judge")):
+                or self._lag(next_cycle) or self.state.is_finished(next_cycle, "generate_judge")):
             return []
-        stream = self._train_stream(next_cycle)
-        return [stream] if stream.staleness == 0 else []
+        return [self._train_stream(next_cycle)]
 
     def _human_agreement(self) -> dict[str, dict]:
         """Each labelling judge against the clinicians, on every answer they reviewed so far,
@@ -985,9 +992,8 @@ class Driver:
         best = selection_.best_cycle(values)
         if best != records[-1]["cycle"] and self.storage.exists("best.json"):
             return
-        adapter = (records[best]["training"] or {}).get("adapter")
-        policy = PolicyRecord(version=best, kind=self.cfg.learner.finetune, path=adapter) if adapter else PolicyRecord()
-        self._write_best(best, values[best], policy, [headline] if headline else [], on_reported=True)
+        self._write_best(best, values[best], self._policy_left_by(records[best]), [headline] if headline else [],
+                         on_reported=True)
 
     def _selection_names(self) -> list[str]:
         return self.cfg.selection.suite_names()

@@ -110,6 +110,12 @@ def critical_path(intervals: Iterable[Interval]) -> CriticalPath:
     return CriticalPath(round(max(finish), 3), chain[::-1])
 
 
+def span_s(intervals: Iterable[Interval]) -> float:
+    """Seconds from the first interval's start to the last one's end."""
+    intervals = list(intervals)
+    return max(i.end for i in intervals) - min(i.start for i in intervals)
+
+
 def busy_shares(intervals: Iterable[Interval], wall_s: float) -> dict[str, float]:
     """Per role, the share of `wall_s` its actors were busy (the mean over its actors)."""
     busy: dict[str, float] = defaultdict(float)

@@ -32,7 +32,7 @@ from raylign.evaluation.report import SUITE_COLUMNS  # noqa: E402
 from raylign.evaluation.selection import BEST_FILE  # noqa: E402
 from raylign.evaluation.suites import answer_stage, figure, primary  # noqa: E402
 from raylign.storage import RunStorage  # noqa: E402
-from raylign.timeline import TIMELINE_FILE, Interval, busy_shares, critical_path, of_records  # noqa: E402
+from raylign.timeline import TIMELINE_FILE, Interval, busy_shares, critical_path, of_records, span_s  # noqa: E402
 
 DASH = "—"
 
@@ -422,7 +422,7 @@ def timeline_figure(intervals: list[Interval]):
 
 
 def timeline_caption(intervals: list[Interval]) -> str:
-    wall = max(i.end for i in intervals) - min(i.start for i in intervals)
+    wall = span_s(intervals)
     path = critical_path(intervals)
     busy = ", ".join(f"{role} {share:.0%}" for role, share in busy_shares(intervals, wall).items())
     return (f"What each role was busy with, over the {wall:.0f} s from the first answer to the last. Busy "
