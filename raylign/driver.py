@@ -142,15 +142,24 @@ def placed_roles(cfg: Config, model_path: str, storage: RunStorage, train: bool 
                               "need: put a labelling judge first")
         yield roles
     finally:
-        for pool in roles.judges:
-            pool.shutdown()
+        release_roles(roles)
+
+
+def release_roles(roles: Roles) -> None:
+    """Shut every role down (those that started, for a run that failed to start)."""
+    for pool in roles.judges:
+        pool.shutdown()
+    if roles.generators is not None:
         roles.generators.shutdown()
-        if roles.learners is not None:
-            roles.learners.shutdown()
-        ray.kill(roles.buffer)
+    if roles.learners is not None:
+        roles.learners.shutdown()
+    ray.kill(roles.buffer)
 
 
 def place_roles(cfg: Config, model_path: str, storage: RunStorage, rank: int | None, train: bool = True) -> Roles:
+    """Every role's actors, started at once. A role that cannot start stops the run here, with
+    its error, and the roles already started are released: a second run in the same Ray session
+    must not wait for CPUs a failed one still holds."""
     buffer_root = cfg.buffer.root or storage.uri("buffer")
     buffer = (
         ray.remote(PreferenceBuffer)
@@ -160,15 +169,21 @@ def place_roles(cfg: Config, model_path: str, storage: RunStorage, rank: int | N
         )
         .remote(buffer_root, storage.name)
     )
-    learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s) if train else None
-    generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, rank, cfg.seed, cfg.ray.get_timeout_s)
-    # After the generators: the `self` judge answers through their engines.
-    judges = [JudgePool(judge, f"raylign-{storage.name}-{judge.name}", cfg.ray.get_timeout_s, generators.engines)
-              for judge in cfg.judges]
-    # Every role starts at once; a role that cannot start stops the run here, with its error.
-    generators.ready()
-    if learners is not None:
-        learners.ready()
+    learners = generators = None
+    judges: list[JudgePool] = []
+    try:
+        learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s) if train \
+            else None
+        generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, rank, cfg.seed, cfg.ray.get_timeout_s)
+        # After the generators: the `self` judge answers through their engines.
+        judges.extend(JudgePool(judge, f"raylign-{storage.name}-{judge.name}", cfg.ray.get_timeout_s,
+                                generators.engines) for judge in cfg.judges)
+        generators.ready()
+        if learners is not None:
+            learners.ready()
+    except BaseException:
+        release_roles(Roles(generators=generators, judges=judges, learners=learners, buffer=buffer))
+        raise
     return Roles(generators=generators, judges=judges, learners=learners, buffer=buffer)
 
 

@@ -79,3 +79,32 @@ def test_a_role_that_cannot_start_leaves_no_run_folder(tmp_path, monkeypatch, mo
     with pytest.raises(RuntimeError):
         driver.Driver(cfg, tmp_path / "mine", log=lambda _: None).run()
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]  # a folder it did not make stays
+
+
+def test_a_role_that_fails_to_start_releases_the_roles_started_before_it(local_ray, tmp_path, monkeypatch, model_path):
+    """A failed start in a shared Ray session (tests, notebooks) leaves no actor and no CPU held:
+    the next run must not wait for what the failed one placed."""
+    import ray
+
+    from raylign import driver
+    from raylign.config import load_config
+    from raylign.storage import RunStorage
+    from raylign.testing import live_actors
+
+    def judge_that_raises(*args, **kwargs):
+        raise RuntimeError("judge failed to start")
+
+    monkeypatch.setattr(driver, "JudgePool", judge_that_raises)
+    cfg = load_config(overrides=[f"model.path={model_path}"])
+    with pytest.raises(RuntimeError, match="judge failed to start"):
+        driver.place_roles(cfg, model_path, RunStorage.of(tmp_path / "r"), rank=16)
+
+    def held() -> tuple[list, float]:
+        alive = [a["ActorClassName"] for name in ("VLLMGenerator", "Learner", "PreferenceBuffer")
+                 for a in live_actors(name)]
+        return alive, ray.cluster_resources()["CPU"] - ray.available_resources().get("CPU", 0)
+
+    deadline = time.monotonic() + 30  # ray.kill returns before the raylet frees the actor's CPUs
+    while held() != ([], 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert held() == ([], 0)
