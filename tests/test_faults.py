@@ -4,8 +4,8 @@ doubled, nothing changed.
 
 Killed: the generator engine, the judge replica and the buffer actor (SIGKILL to the actor's
 process, as a crash), each at its own point of one run, and in a run of its own the driver
-process itself, which is then resumed with `raylign run --resume`. The stage is drawn from those the role works in, and the
-moment within it from the undisturbed run (after a random number of its batches, or a random
+process itself, which is then resumed with `raylign run --resume`. The stage is drawn from
+those the role works in, and the moment within it from the undisturbed run (after a random number of its batches, or a random
 time into it); RAYLIGN_FAULT_SEED changes the draw, and every test prints where its fault
 landed. A learner rank killed mid-training: tests/actors/test_learner.py.
 """
@@ -363,7 +363,8 @@ class FaultyDriver(Driver):
     def _write(self, table, cycle, part, data):
         if cycle == 2 and part.startswith("train-") and table in self.writes:
             self.writes[table] += 1
-            kills = {("rollouts", 1): "VLLMGenerator", ("judgments", 1): "ServeReplica:", ("rollouts", 2): "PreferenceBuffer"}
+            kills = {("rollouts", 1): "VLLMGenerator", ("judgments", 1): "ServeReplica:",
+                     ("rollouts", 2): "PreferenceBuffer"}
             if (table, self.writes[table]) in kills:
                 self._kill(kills[table, self.writes[table]])
             if (table, self.writes[table]) == ("judgments", 2):
