@@ -4,10 +4,10 @@ doubled, nothing changed.
 
 Killed: the generator engine, the judge replica and the buffer actor (SIGKILL to the actor's
 process, as a crash), each at its own point of one run, and in a run of its own the driver
-process itself, which is then resumed with `raylign run --resume`. The stage is drawn from
-those the role works in, and the moment within it from the undisturbed run (after a random number of its batches, or a random
-time into it); RAYLIGN_FAULT_SEED changes the draw, and every test prints where its fault
-landed. A learner rank killed mid-training: tests/actors/test_learner.py.
+process itself, which is then resumed with `raylign run --resume`. The stage is drawn from those
+the role works in, and the moment within it from the undisturbed run (after a random number of
+its batches, or a random time into it); RAYLIGN_FAULT_SEED changes the draw, and every test
+prints where its fault landed. A learner rank killed mid-training: tests/actors/test_learner.py.
 """
 
 import contextlib
