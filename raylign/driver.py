@@ -78,7 +78,7 @@ def steps_trained(records: list[dict]) -> int:
 
 
 class Roles(NamedTuple):
-    generators: GeneratorGroup
+    generators: GeneratorGroup | None  # None only for a start that failed before them (release_roles)
     judges: list[JudgePool]  # judges[0] gives the safety labels; every two are compared
     learners: LearnerGroup | None  # None when only evaluating (raylign eval)
     buffer: ray.actor.ActorHandle
@@ -172,8 +172,8 @@ def place_roles(cfg: Config, model_path: str, storage: RunStorage, rank: int | N
     learners = generators = None
     judges: list[JudgePool] = []
     try:
-        learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s) if train \
-            else None
+        if train:
+            learners = LearnerGroup(model_path, cfg.model.dtype, cfg.learner, cfg.seed, cfg.ray.get_timeout_s)
         generators = GeneratorGroup(model_path, cfg.model.dtype, cfg.generator, rank, cfg.seed, cfg.ray.get_timeout_s)
         # After the generators: the `self` judge answers through their engines.
         judges.extend(JudgePool(judge, f"raylign-{storage.name}-{judge.name}", cfg.ray.get_timeout_s,
