@@ -1,14 +1,17 @@
 """The embedded model: its corpus, its cache, and what the built model does on held-out prompts.
 
-One model is built for this module (a module fixture, about a minute on 2 idle cores) into a temporary
-cache; the tests after it reload it from there.
+The model is the session's (conftest's `model_path`: built once per cache, about a minute on 2
+idle cores); the cache tests work on a copy of it in a temporary cache, so they can add recipes
+and read timings without building the default a second time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 import random
+import shutil
 import time
 from collections import Counter, defaultdict
 
@@ -44,17 +47,17 @@ def prompts() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, model_path) -> tuple[pathlib.Path, pathlib.Path]:
+    """(a temporary cache, the default model's folder in it): the session's build, copied."""
     cache = tmp_path_factory.mktemp("raylign-cache")
-    logs: list[str] = []
-    started = time.perf_counter()
-    folder = ensure_embedded_model(cache, log=logs.append)
-    return cache, folder, time.perf_counter() - started, logs
+    folder = embedded_model_dir(cache)
+    shutil.copytree(model_path, folder)
+    return cache, folder
 
 
 @pytest.fixture(scope="module")
 def loaded(built):
-    _, folder, _, _ = built
+    _, folder = built
     assert huggingface_hub.constants.HF_HUB_OFFLINE  # tests/conftest.py: no hub
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -96,7 +99,7 @@ def test_corpus_is_train_prompts_with_all_styles_in_equal_numbers(prompts):
 # --- the build and the cache -----------------------------------------------------------------
 
 def test_build_is_small(built, loaded):
-    _, folder, _, _ = built
+    _, folder = built
     model, _ = loaded
     record = json.loads((folder / "recipe.json").read_text())
     num_params = sum(p.numel() for p in model.parameters())
@@ -108,15 +111,16 @@ def test_build_is_small(built, loaded):
     assert record["final_loss"] < 0.3  # about 0.22 over prompt and answer tokens
 
 
-def test_folder_is_named_by_recipe_hash_and_no_temporary_folder_is_left(built):
-    cache, folder, _, _ = built
+def test_folder_is_named_by_recipe_hash_and_no_temporary_folder_is_left(model_path):
+    folder = pathlib.Path(model_path)  # the session's build, in $RAYLIGN_CACHE
+    cache = folder.parent.parent
     assert folder == cache / "models" / f"embedded-{recipe_hash(DEFAULT_RECIPE)}"
     assert folder == embedded_model_dir(cache)
-    assert not list(folder.parent.glob(".*.tmp-*"))
+    assert not list(folder.parent.glob(f".{folder.name}.tmp-*"))
 
 
 def test_cache_hit_returns_the_same_folder_without_building(built):
-    cache, folder, _, _ = built
+    cache, folder = built
     before = (folder / "model.safetensors").stat().st_mtime_ns
     logs: list[str] = []
     started = time.perf_counter()
@@ -127,13 +131,13 @@ def test_cache_hit_returns_the_same_folder_without_building(built):
 
 
 def test_cache_dir_defaults_to_raylign_cache_env(built, monkeypatch):
-    cache, folder, _, _ = built
+    cache, folder = built
     monkeypatch.setenv("RAYLIGN_CACHE", str(cache))
     assert ensure_embedded_model(log=lambda line: None) == folder
 
 
 def test_a_new_recipe_or_library_version_gets_its_own_folder(built, monkeypatch):
-    cache, folder, _, _ = built
+    cache, folder = built
     tiny = Recipe(steps=4, warmup_steps=1)
     other = ensure_embedded_model(cache, log=lambda line: None, recipe=tiny)
     assert other != folder and other.parent == folder.parent
