@@ -5,13 +5,15 @@ An engine (`VLLMGenerator` in vllm_engine.py, or `HFGenerator` in hf_engine.py w
 names the policy version to answer with, and the engine makes it active without a restart.
 `GeneratorGroup` places `generator.engines` engines with a placement group (one bundle per
 engine, so an engine's GPUs sit on one node), spreads batches of prompts across them and returns
-one ObjectRef per batch, so judging starts on the first finished batch.
+one ObjectRef per batch, so judging starts on the first finished batch. A vLLM engine generates
+up to `generator.batches_in_flight` batches at once.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, NamedTuple
@@ -39,6 +41,7 @@ class EngineInfo(NamedTuple):
     engine: int  # id() of the engine object in that process
     backend: str
     max_model_len: int
+    lora_mode: str | None  # how LoRA policies are served (generator.lora_mode; auto resolved), None: none are
 
 
 class Completion(NamedTuple):
@@ -110,7 +113,9 @@ class AdapterCache:
 
 
 class Busy(NamedTuple):
-    """One batch an engine generated, wall-clock seconds (time.time) on its node."""
+    """One batch an engine generated, wall-clock seconds (time.time) on its node. An engine's
+    intervals never overlap: batches in flight together share their time, each starting where
+    the engine's previous one ended (the timeline counts an actor as doing one thing at a time)."""
 
     cycle: int
     stage: str
@@ -127,6 +132,8 @@ class RolloutEngine:
 
     def __init__(self):
         self._busy: list[Busy] = []
+        self._busy_until = 0.0  # the end of the last interval recorded
+        self._recording = threading.Lock()  # batches in flight end in threads of their own
 
     def answer(self, messages: list[str | list[dict]], policy: PolicyVersion, sampling: SamplingConfig,
                seed: int) -> list[list[Completion]]:
@@ -138,13 +145,18 @@ class RolloutEngine:
         started = time.time()
         rows = prompts.to_pylist()
         completions = self.answer([chat_of(r) for r in rows], policy, sampling, seed)
-        table = rollout_table(rows, completions, cycle, stage, self.policy.version, staleness)
-        self._busy.append(Busy(cycle, stage, batch, started, time.time()))
+        # `policy`, not self.policy: another thread may have made its own active since.
+        table = rollout_table(rows, completions, cycle, stage, policy.version, staleness)
+        with self._recording:
+            ended = time.time()
+            self._busy.append(Busy(cycle, stage, batch, max(started, self._busy_until), ended))
+            self._busy_until = ended
         return table
 
     def busy(self) -> list[Busy]:
         """The batches generated since the last call, oldest first."""
-        busy, self._busy = self._busy, []
+        with self._recording:
+            busy, self._busy = self._busy, []
         return busy
 
 
@@ -172,6 +184,8 @@ class GeneratorGroup:
                 num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, resources=cfg.resources,
                 # A dead engine restarts and redoes the batches it had (each is a function of its seed).
                 max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts,
+                # Threads, one per batch in flight; transformers' generate takes one batch at a time.
+                max_concurrency=cfg.batches_in_flight if cfg.backend == "vllm" else 1,
                 runtime_env={"env_vars": vllm_env(cfg.vllm, cfg.num_threads)},
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=i),
             ).remote(model_path, dtype, cfg, lora_rank, seed + i)

@@ -2,7 +2,9 @@
 
 For environments where vLLM cannot be installed; never a silent fallback. Same contract as
 VLLMGenerator: LoRA policies are loaded into the running model by PEFT, one adapter per
-policy version; full weights are loaded bucket by bucket into the model's parameters.
+policy version, and applied on the fly whatever `generator.lora_mode` says (its `ready()`
+reports `adapter`); full weights are loaded bucket by bucket into the model's parameters. One
+batch at a time.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ class HFGenerator(RolloutEngine):
         self.adapters = AdapterCache(keep=cfg.vllm.max_loras)
         self.weights_key = BASE.key
         self.policy = BASE
+        # PEFT applies an adapter on the fly, whatever generator.lora_mode asks: merging would
+        # gain little in transformers, and unmerging rounds the base weights.
+        self.lora_mode = None if lora_rank is None else "adapter"
 
     def _load_base(self):
         return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype).to(self.device).eval()
 
     def ready(self) -> EngineInfo:
-        return EngineInfo(os.getpid(), id(self.base), "hf", self.max_model_len)
+        return EngineInfo(os.getpid(), id(self.base), "hf", self.max_model_len, self.lora_mode)
 
     def shutdown(self) -> None:
         """Nothing to stop: the model goes with the actor."""

@@ -13,6 +13,7 @@ import pytest
 import ray
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from raylign.actors.generator import PROMPT_TOO_LONG, GeneratorGroup
@@ -96,6 +97,17 @@ def test_k_samples_per_prompt_come_back_as_rollouts(group, prompts):
     assert answers(again) == answers(table)
 
 
+def test_a_batch_answers_the_same_beside_other_batches_or_alone(group, prompts):
+    """Two batches in flight in one engine (batches_in_flight 2) give each the answers it gets
+    alone: a batch's answers are a function of its seed and prompts, as a restarted engine or a
+    resumed run that regenerates one batch needs."""
+    sampling = SamplingConfig(samples_per_prompt=2, temperature=1.0, max_new_tokens=32)
+    together = group.generate(prompts, BASE, sampling, 1, "train", seed=5)
+    assert len(together) == 2
+    alone = group.generate(prompts, BASE, sampling, 1, "train", seed=5, batches=[1])
+    assert answers(ray.get(alone[1], timeout=300)) == answers(ray.get(together[1], timeout=300))
+
+
 def test_lora_adapter_swaps_in_and_out_of_a_running_engine(group, prompts, adapter_dir, model_path):
     before = engine_identity(group)
     base = answers(run(group, prompts, BASE))
@@ -114,6 +126,60 @@ def test_lora_adapter_swaps_in_and_out_of_a_running_engine(group, prompts, adapt
     hf = HFGenerator(model_path, "float32", GeneratorConfig(), lora_rank=16, seed=0)
     hf_tuned = hf.generate(prompts, policy, GREEDY, 1, "eval", seed=0)
     assert answers(hf_tuned) == answers(tuned)
+
+
+@pytest.fixture(scope="module")
+def merged_group(local_ray, model_path):
+    cfg = GeneratorConfig(batch_size=8, lora_mode="merged")
+    group = GeneratorGroup(model_path, "float32", cfg, lora_rank=16, seed=0, timeout_s=300)
+    yield group
+    group.shutdown()
+
+
+def lora_policy(version: int, folder: str) -> PolicyVersion:
+    return PolicyVersion(version, "lora", "/nonexistent/adapter", payload=(ray.put(pack_folder(folder)),))
+
+
+def negated_adapter(adapter_dir: str, folder) -> str:
+    """The same adapter with lora_B negated: another policy, of the same shape."""
+    shutil.copytree(adapter_dir, folder)
+    weights = load_file(f"{folder}/adapter_model.safetensors")
+    save_file({k: -v if "lora_B" in k else v for k, v in weights.items()}, f"{folder}/adapter_model.safetensors")
+    return str(folder)
+
+
+def test_merged_adapters_answer_as_lora_requests_do_and_swap_in_the_running_engine(group, merged_group, prompts,
+                                                                                   adapter_dir, tmp_path):
+    """lora_mode merged: the adapter added into the weights gives, greedy, the answers the
+    adapter-mode engine gives for the same adapter, word for word (the two compute
+    x @ (W + s B A) and x @ W + s (x @ A) @ B: they differ by float rounding, far below the
+    gap between the top two logits of these answers). Merged, base and another merged policy
+    (not added onto the first) alternate in the same engine."""
+    before = engine_identity(merged_group)
+    assert before.lora_mode == "merged" and engine_identity(group).lora_mode == "adapter"
+    v1, v2 = lora_policy(1, adapter_dir), lora_policy(2, negated_adapter(adapter_dir, tmp_path / "v2"))
+    merged = answers(run(merged_group, prompts, v1))
+    assert merged == answers(run(group, prompts, v1))
+    base = answers(run(merged_group, prompts, BASE))  # the starting weights, reloaded
+    assert base == answers(run(group, prompts, BASE))
+    assert sum(a != b for a, b in zip(base, merged)) >= prompts.num_rows // 2
+    assert answers(run(merged_group, prompts, v1)) == merged
+    assert answers(run(merged_group, prompts, v2)) == answers(run(group, prompts, v2)) != merged
+    assert engine_identity(merged_group) == before  # no restart, no new engine
+
+
+def test_lora_mode_auto_times_both_picks_one_and_says_which(local_ray, model_path, prompts, adapter_dir, group):
+    cfg = GeneratorConfig(batch_size=8, lora_mode="auto")
+    auto = GeneratorGroup(model_path, "float32", cfg, lora_rank=16, seed=0, timeout_s=300)
+    try:
+        (info,) = auto.ready()
+        assert info.lora_mode in ("adapter", "merged")
+        print(f"lora_mode auto chose {info.lora_mode}")
+        policy = lora_policy(1, adapter_dir)
+        assert answers(run(auto, prompts, policy)) == answers(run(group, prompts, policy))
+        assert answers(run(auto, prompts, BASE)) == answers(run(group, prompts, BASE))  # timed, then back to base
+    finally:
+        auto.shutdown()
 
 
 def test_full_weight_update_equals_a_fresh_engine_with_those_weights(group, prompts, tuned_dir, model_path):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from raylign.training.weights import from_bucket, pack_folder, to_buckets, unpack_folder
+from raylign.training.weights import (from_bucket, lora_deltas, pack_folder, to_buckets, unpack_folder,
+                                     with_deltas)
 
 
 def named(sizes: list[int]) -> list[tuple[str, torch.Tensor]]:
@@ -48,3 +49,27 @@ def test_adapter_folder_round_trips_as_bytes(tmp_path):
 def test_unpack_refuses_paths_that_leave_the_folder(tmp_path):
     with pytest.raises(ValueError, match="not a plain file name"):
         unpack_folder({"../escape": b"x"}, tmp_path / "dest")
+
+
+def test_lora_deltas_merge_as_peft_does(tmp_path):
+    """W + scale * B @ A for every adapted weight, scale from the adapter's alpha, rank and
+    alpha_pattern, equal to PEFT's own merge; a weight the model lacks is refused."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    weights = {k: v.clone() for k, v in base.state_dict().items()}
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["0", "2"], alpha_pattern={"2": 2}, init_lora_weights=False)
+    peft = get_peft_model(base, config)
+    peft.save_pretrained(tmp_path)
+    expected = peft.merge_and_unload().state_dict()
+
+    deltas = lora_deltas(tmp_path)
+    assert sorted(deltas) == ["0.weight", "2.weight"]
+    merged = dict(with_deltas(weights.items(), deltas))
+    assert sorted(merged) == sorted(expected)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=1e-6)
+    assert torch.equal(merged["0.bias"], weights["0.bias"])  # not adapted: passed through as it was
+    with pytest.raises(ValueError, match="weights the model does not have"):
+        list(with_deltas([("0.weight", weights["0.weight"])], deltas))
