@@ -135,6 +135,12 @@ class VLLMGenerator(RolloutEngine):
         self.finished: dict[str, object] = {}  # request id -> its output, until its caller takes it
         self.turn = threading.Condition()  # the batches in flight share one policy
         self.in_flight = 0
+        if quantized := self.llm.llm_engine.model_config.quantization:
+            # Adding B @ A to packed integer weights would be garbage: adapters stay adapters.
+            if mode == "merged":
+                raise ValueError(f"generator.lora_mode merged: {model_path} is quantized ({quantized}), and an "
+                                 "adapter cannot be merged into its weights; set generator.lora_mode adapter")
+            mode = "adapter" if mode == "auto" else mode
         self.lora_mode = self._choose_lora_mode(model_path, lora_rank, cfg) if mode == "auto" else mode
         if mode == "auto" and self.lora_mode == "merged":
             self._restart_without_lora(model_path, dtype, cfg.vllm, seed)

@@ -187,18 +187,19 @@ class GeneratorConfig(ActorResources):
     the batch), and the CPU build computes each sequence alike whatever runs beside it (tested).
     On GPUs, where kernels may not: 1, or vLLM's VLLM_BATCH_INVARIANT=1 in the engines'
     environment, for a run that must repeat bit for bit after an engine restart."""
-    lora_mode: Literal["adapter", "merged", "auto"] = "adapter"
-    """How a vllm engine serves the learner's LoRA policies. `adapter`: vLLM LoRA requests on
-    the starting weights; a new policy costs an adapter load, every token the LoRA kernels.
-    `merged`: W + scale * B @ A loaded into the engine's weights through the full-weight path,
-    LoRA off in the engine; a new policy costs a reload of every weight, a token what the base
-    model's costs (bench/rollout.py, CPU build, embedded model: 3.7x the tokens/s of
-    `adapter`). Answers differ from `adapter`'s by float rounding only. `auto`: the
-    engine times both when it starts (a dummy adapter of the run's rank answering 16 short
-    prompts, and one merge) and keeps `merged` (starting its engine again with LoRA off) if the
-    time it saves over one batch exceeds a merge; `ready()` reports the choice
-    (EngineInfo.lora_mode), which, being timed, may differ between machines. The `hf` backend
-    applies adapters with PEFT whatever this says."""
+    lora_mode: Literal["adapter", "merged", "auto"] = "merged"
+    """How a vllm engine serves the learner's LoRA policies. `merged`: W + scale * B @ A
+    loaded into the engine's weights through the full-weight path, LoRA off in the engine; a
+    new policy costs a reload of every weight from the model folder, a token what the base
+    model's costs. `adapter`: vLLM LoRA requests on the starting weights; a new policy costs
+    an adapter load, every token the LoRA kernels. The two give the same answers up to float
+    rounding (the embedded default's three cycles: every one of 13,824 answers the same, in
+    245 s merged against 326 s as adapters). `auto`: the engine times both when it starts (a
+    dummy adapter of the run's rank answering 16 short prompts, and one merge) and keeps
+    `merged` (starting its engine again with LoRA off) if the time it saves over one batch
+    exceeds a merge; `ready()` reports the choice (EngineInfo.lora_mode), which, being timed,
+    may differ between machines. A quantized model cannot be merged into (`auto` keeps
+    `adapter`). The `hf` backend applies adapters with PEFT whatever this says."""
     sampling: SamplingConfig = SamplingConfig(samples_per_prompt=8)
     """K = 8: more prompts whose answers differ, so more pairs per cycle."""
     max_restarts: int = Field(3, ge=0, json_schema_extra=WHERE)

@@ -61,7 +61,8 @@ def tuned_dir(model_path, perturbed_model, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def group(local_ray, model_path):
-    group = GeneratorGroup(model_path, "float32", GeneratorConfig(batch_size=8), lora_rank=16, seed=0, timeout_s=300)
+    cfg = GeneratorConfig(batch_size=8, lora_mode="adapter")  # LoRA requests; merged_group below merges
+    group = GeneratorGroup(model_path, "float32", cfg, lora_rank=16, seed=0, timeout_s=300)
     yield group
     group.shutdown()
 
