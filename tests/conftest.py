@@ -48,22 +48,6 @@ def perturbed_model(model_path):
     return make
 
 
-# The files that take longest (minutes on 2 cores, longest first): collected first, so that the
-# two workers (pyproject's addopts) start them first and the short files fill in around them,
-# rather than one long file starting last and running alone.
-LONGEST_FIRST = [
-    "tests/test_faults.py", "tests/test_run.py", "tests/actors/test_generator.py", "tests/test_job_submit.py",
-    "tests/test_autoscaler.py", "tests/actors/test_learner.py", "tests/test_post_deployment.py",
-    "tests/test_selection.py", "tests/test_benchmark_run.py", "tests/actors/test_judge_engines.py",
-    "tests/test_cluster.py", "tests/actors/test_judge.py",
-]
-
-
-def pytest_collection_modifyitems(items):
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: files stay whole
-
-
 def pytest_sessionfinish(session, exitstatus):
     session.config.stash[_EXIT_STATUS] = int(exitstatus)
 
