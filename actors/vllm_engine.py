@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -287,6 +288,7 @@ class VLLMGenerator(RolloutEngine):
         merge_s = time.perf_counter() - t0
         merged_s = self._timed(prompts, params, None)
         self._reload_starting_weights()  # also drops the dummy adapter from the LoRA slots
+        shutil.rmtree(folder, ignore_errors=True)
         per_batch = cfg.batch_size * cfg.sampling.max_new_tokens / (len(prompts) * params.max_tokens)
         return "merged" if (adapter_s - merged_s) * per_batch > merge_s else "adapter"
 
