@@ -36,7 +36,7 @@ import ray
 import torch
 
 from raylign.actors.generator import GeneratorGroup, vllm_env
-from raylign.actors.vllm_engine import VLLMGenerator
+from raylign.actors.vllm_engine import VLLMGenerator, dummy_adapter
 from raylign.config import Config, SamplingConfig, load_config
 from raylign.driver import lora_rank, resolve_model
 from raylign.data.prompts import load_prompts, split
@@ -113,18 +113,6 @@ def raylign_run(group: GeneratorGroup, prompts, policy: PolicyVersion, sampling:
     return sum(t["num_tokens"].to_numpy().sum() for t in tables), seconds
 
 
-def random_adapter(model_path: str, rank: int, folder: str) -> str:
-    """An untrained LoRA adapter with nonzero weights: it costs what a trained one costs."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(model_path)
-    get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
-                                    init_lora_weights=False)).save_pretrained(folder)
-    return folder
-
-
 def median_throughput(runs: list[tuple[int, float]]) -> float:
     return statistics.median(tokens / seconds for tokens, seconds in runs)
 
@@ -146,7 +134,7 @@ def main() -> None:
     model_path = resolve_model(cfg, print)
     prompts = split(load_prompts(cfg.prompts), cfg.prompts.train_split, cfg.prompts.prompts_per_cycle, cfg.seed)
     sampling = cfg.generator.sampling
-    adapter = random_adapter(model_path, cfg.learner.lora.r, tempfile.mkdtemp(prefix="bench-adapter-"))
+    adapter = dummy_adapter(model_path, cfg.learner.lora.r, tempfile.mkdtemp(prefix="bench-adapter-"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": vllm_env(cfg.generator.vllm, cfg.generator.num_threads)})
     print(f"model {model_path}\n{prompts.num_rows} prompts x {sampling.samples_per_prompt} samples, "
