@@ -10,6 +10,7 @@ run) leaves each row once. The actor holds nothing but its root, so it restarts 
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pyarrow as pa
@@ -20,6 +21,8 @@ import pyarrow.parquet as pq
 from raylign.actors.metrics import RunMetrics
 from raylign.data.schemas import TABLES
 from raylign.storage import RunStorage
+
+LISTING_ATTEMPTS = 5
 
 
 class PreferenceBuffer:
@@ -58,8 +61,18 @@ class PreferenceBuffer:
     def _files(self, table: str, cycle: int | None) -> list[str]:
         base = f"{self.root}/{table}" if cycle is None else self._dir(table, cycle)
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        for attempt in range(LISTING_ATTEMPTS):
+            try:
+                infos = self.fs.get_file_info(selector)
+                break
+            except FileNotFoundError:
+                # A listing that races a writer creating the folder fails on the local filesystem
+                # even with allow_not_found (pyarrow); a second look sees the folder whole.
+                if attempt == LISTING_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
         return sorted(
-            info.path for info in self.fs.get_file_info(selector)
+            info.path for info in infos
             if info.is_file and info.path.endswith(".parquet") and not info.base_name.startswith(".")
         )
 

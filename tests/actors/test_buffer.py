@@ -1,3 +1,5 @@
+import threading
+
 import pyarrow as pa
 import pytest
 
@@ -36,6 +38,23 @@ def test_readers_never_see_temporary_files(tmp_path):
     (tmp_path / "prompts" / "cycle=0" / ".half.1234.tmp").write_bytes(b"PAR1 half written")
     assert buf.read("prompts", 0).num_rows == 2
     assert buf.counts() == {"prompts": {0: 2}}
+
+
+def test_a_listing_racing_a_writer_that_creates_the_folder_does_not_fail(tmp_path):
+    """pyarrow's local listing raised FileNotFoundError on a folder being created beside it (a
+    fault test's watcher died of it in CI): 100 fresh cycles, each listed while it is written."""
+    buf, errors = PreferenceBuffer(str(tmp_path)), []
+    for cycle in range(100):
+        writer = threading.Thread(target=buf.write, args=("prompts", cycle, "train-00000", prompts(1)))
+        writer.start()
+        while writer.is_alive():
+            try:
+                assert buf.parts("prompts", cycle) in ([], ["train-00000"])
+            except FileNotFoundError as error:
+                errors.append(error)
+        writer.join()
+        assert buf.parts("prompts", cycle) == ["train-00000"]
+    assert errors == []
 
 
 def test_empty_table_reads_with_its_schema(tmp_path):
