@@ -163,8 +163,9 @@ def main() -> None:
         for name, run in contenders.items():
             runs[name].append(run(prompts))
     tps = {name: median_throughput(r) for name, r in runs.items()}
-    for name, value in tps.items():
-        print(f"  {name:13s} {value:9.0f} tokens/s")
+    for name, value in tps.items():  # the tokens too: a contender whose answers ran longer did other work
+        tokens = statistics.median(t for t, _ in runs[name])
+        print(f"  {name:13s} {value:9.0f} tokens/s  {tokens:8.0f} tokens a run")
     ratios = {
         "adapter_over_vllm_lora": tps["raylign_lora"] / tps["vllm_lora"],
         "merged_over_vllm_nolora": tps["merged_lora"] / tps["vllm_nolora"],
