@@ -61,7 +61,8 @@ class SourceConfig(_Section):
     """raylign field -> the source's column, for sources whose columns are named otherwise:
     `{prompt: question, harmful_level: level}`. Fields are `id`, `prompt`, `messages` (a chat:
     a list of {role, content}), `harmful_level`, `principle_index`, `method`, `split`, and for
-    suites `label` and `type` (over_refusal), `category` and `reference` (harmful_requests)."""
+    suites `label` and `type` (over_refusal), `category` and `reference` (harmful_requests,
+    reference)."""
     values: dict[str, str | int] = {}
     """A value for a field the source has no column for, the same on every row: an OR-Bench
     file of safe prompts is `values: {label: safe}`."""
@@ -89,14 +90,18 @@ class SuiteConfig(SourceConfig):
 
     name: str = Field("held_out", pattern=r"^[A-Za-z0-9_.]+$")
     """Letters, digits, `_` and `.`: it names the suite's block in metrics.json and its buffer parts."""
-    kind: Literal["cares", "over_refusal", "harmful_requests"] = "cares"
+    kind: Literal["cares", "over_refusal", "harmful_requests", "reference"] = "cares"
     """What the rows are and which metrics they get (README, Evaluation):
     cares: CARES-18K rows with a harm level 0-3: Safety Score by level, principle and method,
     harmful refusal, erroneous refusal and caution;
     over_refusal: XSTest rows (`prompt`, `type`, `label` safe|unsafe): refusal rate on safe
     prompts (full, and full-or-partial) and compliance rate on unsafe ones, by type;
     harmful_requests: MedSafetyBench rows (a harmful request, an optional reference safe
-    answer, a category): refusal, caution and compliance rates, by category."""
+    answer, a category): refusal, caution and compliance rates, by category;
+    reference: questions with an expert's answer (`question` and `answer` columns, or `prompt`
+    and `reference`): ROUGE-L, BLEU and embedding cosine against the expert's answer, the
+    Flesch-Kincaid grade of both, answer length, and the refusal and caution rates
+    (raylign/evaluation/reference.py)."""
     path: str | None = None
     """null: the run's own prompt set, its `prompts.eval_split` rows (a cares suite). Else a
     source as for prompts.path."""
@@ -104,6 +109,11 @@ class SuiteConfig(SourceConfig):
     """Evaluated at cycle 0, every `every` cycles and at the last cycle."""
     max_prompts: int | None = Field(None, ge=1)
     """A seeded sample of this many prompts; null evaluates them all."""
+    embedding_model: str | None = "sentence-transformers/all-MiniLM-L6-v2"
+    """reference suites: the sentence-transformers model whose embeddings' cosine compares an
+    answer with the expert's, a local folder or a hub id. A hub id must be reachable when the
+    run starts (or already in the Hugging Face cache; set HF_HUB_OFFLINE=1 to use the cache
+    only); null leaves the cosine out (NaN). Other kinds ignore it."""
 
     @model_validator(mode="after")
     def _own_prompts_are_cares(self) -> "SuiteConfig":
@@ -1330,6 +1340,8 @@ SUITE_METRICS = {
     "over_refusal": ("safe_refusal_rate", "safe_refusal_or_caution_rate", "unsafe_compliance_rate",
                      "unsafe_refusal_rate", "invalid_rate"),
     "harmful_requests": ("refusal_rate", "caution_rate", "withheld_rate", "compliance_rate", "invalid_rate"),
+    "reference": ("rouge_l", "bleu", "sentence_bleu", "embedding_cosine", "grade", "words", "refusal_rate",
+                  "caution_rate", "withheld_rate", "compliance_rate", "invalid_rate"),
 }
 """The figures each suite kind reports that an objective may weigh (dots go down a block)."""
 

@@ -8,12 +8,15 @@ Rows become the PROMPTS schema. What a row must hold depends on what it is for
   (the category its rates are grouped by);
 - harmful_requests (MedSafetyBench): `prompt` (or MedSafetyBench's `harmful_medical_request`),
   optional `reference` (or `safe_response`) and `category` (else the split, which for
-  MedSafetyBench's per-category files is the file), harm level 3 unless given.
+  MedSafetyBench's per-category files is the file), harm level 3 unless given;
+- reference (questions with expert answers): `prompt` (or `question`) and `reference` (or
+  `answer`), the expert's answer, which must not be empty; optional `category`; harm level 0
+  unless given.
 Problems (missing fields, wrong types, values outside what a field allows, empty or oversized
-prompts, duplicate ids, lines that are not JSON objects) are found row by row. With
-`on_invalid: error` they are reported together, the first few by row, in one error; with
-`skip` the bad rows are left out, counted, and the first few listed in the run's log and
-metrics.
+prompts, empty reference answers, duplicate ids, lines that are not JSON objects) are found row
+by row. With `on_invalid: error` they are reported together, the first few by row, in one
+error; with `skip` the bad rows are left out, counted, and the first few listed in the run's
+log and metrics.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class PromptSetError(ValueError):
     pass
 
 
-ALIASES = {"harmful_requests": {"prompt": "harmful_medical_request", "reference": "safe_response"}}
+ALIASES = {"harmful_requests": {"prompt": "harmful_medical_request", "reference": "safe_response"},
+           "reference": {"prompt": "question", "reference": "answer"}}
 """Published column names a kind reads when the row has none of raylign's."""
 OVER_REFUSAL_LEVELS = {"safe": 0, "unsafe": 3}
 
@@ -88,6 +92,12 @@ def _shaped(row: dict, kind: str) -> tuple[dict, list[str]]:
     elif kind == "harmful_requests":
         out.update(category=row.get("category", out["split"]), reference=row.get("reference"),
                    harmful_level=3 if row.get("harmful_level") is None else row["harmful_level"])
+    elif kind == "reference":
+        reference = row.get("reference")
+        if reference is None or (isinstance(reference, str) and not reference.strip()):
+            problems.append("reference answer is missing or empty")
+        out.update(category=row.get("category"), reference=reference,
+                   harmful_level=0 if row.get("harmful_level") is None else row["harmful_level"])
     for field in ("category", "reference"):
         if out[field] is not None and not isinstance(out[field], str):
             out[field] = str(out[field])  # an XSTest type or a category may come as a number
@@ -126,11 +136,13 @@ def _check_rows(rows: list[dict], unreadable: list[str], cfg: SourceConfig, sour
                 what: str) -> PromptSet:
     names = {name for row in rows for name in row}
     aliases = ALIASES.get(kind, {})
-    required = ["prompt"] + {"cares": ["harmful_level"], "over_refusal": ["label"]}.get(kind, [])
+    required = ["prompt"] + {"cares": ["harmful_level"], "over_refusal": ["label"],
+                             "reference": ["reference"]}.get(kind, [])
     missing = [f for f in required if f not in names and aliases.get(f) not in names
                and not (f == "prompt" and "messages" in names)]
     if rows and missing:
-        hint = "; map them with " + " ".join(f"{what}.fields.{f}=<column>" for f in missing)
+        hint = "".join(f"; {f} may also be the column {aliases[f]!r}" for f in missing if f in aliases)
+        hint += "; map them with " + " ".join(f"{what}.fields.{f}=<column>" for f in missing)
         raise PromptSetError(f"{source}: missing required field(s) {missing} for kind {kind}; found "
                              f"{sorted(names)}{hint}")
     problems, good = list(unreadable), []

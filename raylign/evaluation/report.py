@@ -35,6 +35,9 @@ SUITE_COLUMNS = {
                      ("invalid", "invalid_rate")],
     "harmful_requests": [("refused", "refusal_rate"), ("caution", "caution_rate"), ("withheld", "withheld_rate"),
                          ("complied", "compliance_rate"), ("invalid", "invalid_rate")],
+    "reference": [("rouge-L", "rouge_l"), ("BLEU", "bleu"), ("cosine", "embedding_cosine"),
+                  ("sentence BLEU", "sentence_bleu"), ("grade", "grade"), ("ref grade", "reference_grade"),
+                  ("words", "words"), ("refused", "refusal_rate")],
 }
 """The columns of each suite kind's table: (heading, key in the suite's block; dots go down)."""
 
@@ -164,8 +167,10 @@ BARS = {"cares": [("safety", "safety_score"), ("harmful refused", "harmful_refus
                   ("harmless refused", "erroneous_refusal_rate")],
         "over_refusal": [("safe refused", "safe_refusal_rate"), ("safe refused\nor partly", "safe_refusal_or_caution_rate"),
                          ("unsafe complied", "unsafe_compliance_rate")],
-        "harmful_requests": [("refused", "refusal_rate"), ("caution", "caution_rate"), ("complied", "compliance_rate")]}
-"""The bars of each suite kind in eval.png."""
+        "harmful_requests": [("refused", "refusal_rate"), ("caution", "caution_rate"), ("complied", "compliance_rate")],
+        "reference": [("rouge-L", "rouge_l"), ("cosine", "embedding_cosine"), ("refused", "refusal_rate")]}
+"""The bars of each suite kind in eval.png (figures on 0-1: a reference suite's BLEU, grades and
+words are in its table)."""
 
 
 def plot_comparison(where: RunStorage | str | Path, records: list[dict], suites: list[str]) -> str:

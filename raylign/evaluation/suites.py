@@ -8,6 +8,10 @@
   (Accept) and the refusal rate; each also by `type`.
 - `harmful_requests` (MedSafetyBench): refusal, caution, withheld (either) and compliance rates,
   overall and by category.
+- `reference` (questions with an expert's answer): ROUGE-L, BLEU (corpus and mean sentence),
+  embedding cosine to the expert's answer, Flesch-Kincaid grade of the answers and of the
+  references, words per answer (raylign/evaluation/reference.py; over every answer, Unjudged
+  ones too: they need no label), and the harmful_requests rates of the judge's labels.
 Every block also counts its answers, the Unjudged ones (left out of every rate), the labels and
 the Invalid share. Suites are never trained on: a suite prompt whose text is a training prompt
 is a leak, found when the suite is loaded (`evaluation.on_leak`).
@@ -15,6 +19,7 @@ is a leak, found when the suite is loaded (`evaluation.on_leak`).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -26,6 +31,7 @@ import pyarrow.compute as pc
 
 from raylign.config import Config, SuiteConfig
 from raylign.data.prompts import PromptSet, PromptSetError, read_prompts, split
+from raylign.evaluation.reference import EmbeddingModelError, ReferenceScorer
 from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, LABELS, REFUSE, UNJUDGED, cycle_metrics
 
 
@@ -92,6 +98,11 @@ def load_suites(cfg: Config, prompt_set: pa.Table, configs: list[SuiteConfig] | 
             loaded = PromptSet(split(prompt_set, cfg.prompts.eval_split, None, cfg.seed), 0, [])
         else:
             loaded = read_prompts(suite_cfg, suite_cfg.kind, key)
+        if suite_cfg.kind == "reference":  # load the embedding model now, not after a cycle's answers
+            try:
+                reference_scorer(suite_cfg.embedding_model)
+            except EmbeddingModelError as e:
+                raise PromptSetError(f"{key}.{e}") from None
         table = loaded.table
         leaked = leaks(table, trained)
         if any(leaked):
@@ -108,6 +119,12 @@ def load_suites(cfg: Config, prompt_set: pa.Table, configs: list[SuiteConfig] | 
 
 
 # -- metrics -------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def reference_scorer(embedding_model: str | None) -> ReferenceScorer:
+    """The scorer of reference suites with this embedding model, loaded once per process."""
+    return ReferenceScorer(embedding_model)
+
 
 def _rate(labels: list[str], wanted: tuple[str, ...]) -> float:
     return sum(label in wanted for label in labels) / len(labels) if labels else math.nan
@@ -157,9 +174,24 @@ def suite_metrics(suite: Suite, cycle: int, judged: pa.Table) -> dict:
                 "safe_refusal_or_caution_rate": _rate(safe, (REFUSE, CAUTION)),
                 "unsafe_compliance_rate": _rate(unsafe, (ACCEPT,)),
                 "unsafe_refusal_rate": _rate(unsafe, (REFUSE,)), "by_type": by_type}
+    if kind == "reference":
+        return {**base, **_harmful_rates(labels), **_reference_figures(suite, judged)}
     by_category = {name: {"n": len(group), **_harmful_rates([r["label"] for r in group])}
                    for name, group in sorted(groups.items())}
     return {**base, **_harmful_rates(labels), "by_category": by_category}
+
+
+def _reference_figures(suite: Suite, judged: pa.Table) -> dict:
+    """A reference suite's answers (every one, Unjudged too) against their prompts' references."""
+    reference = dict(zip(suite.table["id"].to_pylist(), suite.table["reference"].to_pylist()))
+    answers, references = [], []
+    for pid, answer in zip(judged["prompt_id"].to_pylist(), judged["answer"].to_pylist()):
+        if pid in reference:
+            answers.append(answer or "")
+            references.append(reference[pid])
+    scorer = reference_scorer(suite.cfg.embedding_model)
+    scores = scorer.score(answers, references)
+    return {"scored": len(answers), **scores.figures(), **scorer.empathy(answers)}
 
 
 def headline(block: dict) -> str:
@@ -170,6 +202,11 @@ def headline(block: dict) -> str:
     if block["kind"] == "over_refusal":
         return (f"safe refused {block['safe_refusal_rate']:.3f} (with partial {block['safe_refusal_or_caution_rate']:.3f})"
                 f" | unsafe complied {block['unsafe_compliance_rate']:.3f}")
+    if block["kind"] == "reference":
+        return (f"rouge-L {block['rouge_l']:.3f} | BLEU {block['bleu']:.1f}"
+                f" | cosine {block['embedding_cosine']:.3f}"
+                f" | grade {block['grade']:.1f} (reference {block['reference_grade']:.1f})"
+                f" | words {block['words']:.0f} | refused {block['refusal_rate']:.3f}")
     return (f"refused {block['refusal_rate']:.3f} | caution {block['caution_rate']:.3f}"
             f" | complied {block['compliance_rate']:.3f}")
 
