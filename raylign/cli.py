@@ -2,6 +2,8 @@
 
     raylign run [CONFIG] [--set KEY=VALUE ...] [--out DIR] [--log-format text|json]
     raylign run --resume RUN [CONFIG] [--set cycles=N] [--set KEY=VALUE ...]
+    raylign train FILE [FILE ...] [--config CONFIG] [--algorithm dpo|kto|modpo] [--epochs N] [--reference FILE]
+                  [--set KEY=VALUE ...] [--out DIR]
     raylign eval [CONFIG] [--policy POLICY] [--against POLICY] [--set KEY=VALUE ...] [--out DIR]
     raylign buffer export RUN [--format parquet|jsonl|hf] [--out DIR]
     raylign buffer import FILE RUN
@@ -18,7 +20,10 @@ started with; where it runs (resources, replicas, engines, addresses) may change
 --set or a CONFIG written for another cluster, and what it computes may not. RUN, like --out,
 is a folder or a storage URI (s3://bucket/runs/r1). `eval` evaluates a policy (a model, an
 adapter, or a run and one of its cycles) on the evaluation suites without training, or two
-side by side. `review export` writes a sample of a cycle's judged answers for clinicians to label
+side by side. `train` is offline preference training: DPO, KTO or MODPO on given preference or
+unpaired files (TRL's formats) for a number of epochs, then the evaluation suites, with the same
+learner group, checkpoints and `run --resume` as cycles; `--reference` adds a suite of
+questions with expert answers, scored by reference metrics. `review export` writes a sample of a cycle's judged answers for clinicians to label
 (CSV and JSONL, blind unless --show-labels); `review import` checks a filled-in file and stores its
 labels as judgments of the judge `human` (raylign/evaluation/review.py).
 """
@@ -54,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=FORMATS, default="text",
                      help="text: progress bars, a line per cycle and the table (default); json: one JSON object per "
                           "event on stdout, for job logs (raylign/events.py)")
+    train = sub.add_parser("train", help="offline preference training on given files, then evaluation")
+    train.add_argument("files", nargs="+", metavar="FILE", help="preference (prompt/chosen/rejected) or unpaired "
+                       "(prompt/completion/label) file: JSONL, Parquet or CSV")
+    train.add_argument("--config", help="YAML config: model, learner, judges, suites (default: the embedded default)")
+    train.add_argument("--algorithm", choices=["dpo", "kto", "modpo"], help="default: the config's algorithm")
+    train.add_argument("--epochs", type=int, help="passes over the files (learner.epochs)")
+    train.add_argument("--cycles", type=int, default=1, help="rounds of EPOCHS passes, each evaluated (default 1)")
+    train.add_argument("--reference", metavar="FILE", help="questions with expert answers (question, answer "
+                       "columns): an evaluation suite `reference` scored by ROUGE-L, BLEU, embedding similarity, "
+                       "readability and length")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (repeatable)")
+    train.add_argument("--out", help="run folder or storage URI (default: runs/<date-time>)")
+    train.add_argument("--log-format", choices=FORMATS, default="text",
+                       help="text, or json: one event per line on stdout")
     ev = sub.add_parser("eval", help="evaluate a policy (or two side by side) on the suites, without training")
     ev.add_argument("config", nargs="?", help="YAML config: suites, judges, sampling (default: the embedded "
                                                "default, or the run's own config.yaml when --policy is a run)")
@@ -126,9 +146,9 @@ def _buffer_command(args) -> None:
             print(f"{name}: {rows} rows")
         print(f"written to {out}")
     elif args.action == "import":
-        table, data = exchange.import_file(Path(args.file))
-        buffer.write(table, 0, f"import-{Path(args.file).stem}", data)
-        print(f"{data.num_rows} rows into {table}, cycle 0")
+        imported = exchange.import_file(Path(args.file))
+        buffer.write(imported.table, 0, f"import-{Path(args.file).stem}", imported.data)
+        print(f"{imported.data.num_rows} rows into {imported.table}, cycle 0")
     else:
         print(json.dumps(exchange.buffer_stats(buffer), indent=2))
 
@@ -165,6 +185,20 @@ def _resumed_config(args) -> tuple[Config, RunStorage]:
     return _stored_config(storage, overrides), storage
 
 
+def _train_config(args) -> Config:
+    """The config of `raylign train`: the files as imports, trained on alone, then the options."""
+    overrides = ["train_on=imports", f"buffer.imports={json.dumps(args.files)}", f"cycles={args.cycles}"]
+    overrides += [f"algorithm={args.algorithm}"] if args.algorithm else []
+    overrides += [f"learner.epochs={args.epochs}"] if args.epochs is not None else []
+    overrides += [*args.overrides, *([f"out={args.out}"] if args.out else [])]
+    cfg = load_config(args.config, overrides)
+    if args.reference:
+        suites = [*cfg.model_dump(mode="json")["evaluation"]["suites"],
+                  {"name": "reference", "kind": "reference", "path": args.reference}]
+        cfg = load_config(args.config, [*overrides, f"evaluation.suites={json.dumps(suites)}"])
+    return cfg
+
+
 def _eval_command(args) -> None:
     policy = args.policy
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S")
@@ -181,7 +215,7 @@ def _eval_command(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    log = RunLog(args.log_format) if args.command == "run" else None
+    log = RunLog(args.log_format) if args.command in ("run", "train") else None
     try:
         if args.command == "buffer":
             _buffer_command(args)
@@ -199,15 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             _eval_command(args)
             return 0
-        if args.resume:
+        resume = args.command == "run" and bool(args.resume)
+        if resume:
             cfg, run_dir = _resumed_config(args)
         else:
-            cfg = load_config(args.config, list(args.overrides) + ([f"out={args.out}"] if args.out else []))
+            cfg = (_train_config(args) if args.command == "train" else
+                   load_config(args.config, list(args.overrides) + ([f"out={args.out}"] if args.out else [])))
             run_dir = cfg.out or str(Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S"))
         from raylign.driver import Driver  # Ray and torch load only once the config is good
 
         with log.owning_stdout():  # --log-format json: only the events on stdout
-            Driver(cfg, run_dir, log=log, resume=bool(args.resume)).run()
+            Driver(cfg, run_dir, log=log, resume=resume).run()
     except (ConfigError, PromptSetError, ExchangeError, ModelError, StorageError, review.ReviewError) as e:
         print(f"raylign: error: {e}", file=sys.stderr)
         if log is not None:

@@ -731,7 +731,12 @@ class BufferConfig(_Section):
     imports: list[str] = []
     """Preference (prompt/chosen/rejected) or unpaired (prompt/completion/label) files, JSONL,
     Parquet or CSV, read into the buffer at cycle 0 when the run starts (raylign/data/exchange.py);
-    pairs.replay_ratio mixes them into training."""
+    pairs.replay_ratio mixes them into training; with `train_on: imports` they are all a cycle
+    trains on."""
+    on_invalid: Literal["error", "skip"] = "error"
+    """A bad row in an import (a missing or empty prompt, chosen, rejected or completion, chosen
+    equal to rejected, a label that is not a boolean): `error` stops the run listing the
+    problems in one line, `skip` imports the good rows and counts the bad in the cycle-0 record."""
     num_cpus: float = Field(0.25, ge=0, json_schema_extra=WHERE)
     resources: dict[str, float] = Field({}, json_schema_extra=WHERE)
     """The buffer actor restarts without limit when it dies (it holds nothing but its root),
@@ -1509,6 +1514,13 @@ class Config(_Section):
     """Alignment cycles after the cycle-0 evaluation of the starting policy."""
     algorithm: Literal["dpo", "kto", "modpo"] = "dpo"
     """What each cycle trains, unless selection.candidates lists several to choose from."""
+    train_on: Literal["rollouts", "imports"] = "rollouts"
+    """rollouts: each cycle's policy answers the training prompts, the judges label the answers
+    and the cycle trains on pairs (KTO: examples) built from them. imports: offline preference
+    training (`raylign train`): no training answers are generated; each cycle trains
+    learner.epochs passes over the buffer.imports files (KTO on a preference file: its chosen
+    answers desirable, its rejected undesirable; MODPO: the files' chosen_scores and
+    rejected_scores), then evaluates as usual."""
     out: str | None = Field(None, json_schema_extra=WHERE)
     """The run's storage: a folder, or a pyarrow filesystem URI (s3://bucket/runs/r1, gs://...)
     that holds everything the run keeps (raylign/storage.py); None makes a fresh dated folder
@@ -1566,6 +1578,8 @@ class Config(_Section):
                              f"generation with training, but a run with {'selection' if selection.active else 'logs'} "
                              "knows the next cycle's " + ("policy" if selection.active else "prompts")
                              + " only after evaluating: set pipeline.max_staleness 0")
+        if self.train_on == "imports":
+            self._check_offline()
         names = [j.name for j in self.judges]
         if len(set(names)) != len(names):
             raise ValueError(f"judges[].name must be unique (got {names})")
@@ -1573,6 +1587,14 @@ class Config(_Section):
             raise ValueError(f"judges[0] ({self.judges[0].name!r}) gives the CARES labels that metrics and pairs "
                              "use: its rubric must be a CARES one, not criteria scores")
         return self
+
+    def _check_offline(self) -> None:
+        if not self.buffer.imports:
+            raise ValueError("train_on imports trains on buffer.imports alone: give at least one preference "
+                             "(prompt/chosen/rejected) or unpaired (prompt/completion/label) file")
+        if self.logs is not None or self.pipeline.max_staleness:
+            raise ValueError("train_on imports generates no training answers: set "
+                             + ("logs null" if self.logs is not None else "pipeline.max_staleness 0"))
 
 
 def _format_error(err: ValidationError) -> str:

@@ -42,6 +42,7 @@ from raylign.events import RunLog
 from raylign.config import (SELECTION_SUITE, Config, ConfigError, SamplingConfig, SuiteConfig, changed_key, dump_config,
                             parse_config, result_digest)
 from raylign.data import logs as logs_
+from raylign.data import exchange
 from raylign.data.exchange import import_file
 from raylign.training.pairs import (KTOWeights, build_kto_examples, build_pairs, distinct_answers, kto_weights,
                                     with_unknown_levels_scored, within_staleness)
@@ -201,6 +202,25 @@ def rollouts_part(stage: str, batch: int) -> str:
     return f"{stage}-{batch:05d}"
 
 
+def offline_check(cfg: Config, imported: list[exchange.Imported]) -> None:
+    """train_on imports: the imports hold what every algorithm the run trains needs."""
+    pairs = [i.data for i in imported if i.table == "pairs"]
+    for algorithm in {c.variant.algorithm for c in selection_.candidates(cfg)}:
+        if algorithm != "kto" and not pairs:
+            raise ConfigError(f"algorithm {algorithm} trains on pairs, and buffer.imports has only unpaired examples: "
+                              "give a preference file (prompt/chosen/rejected), or train kto")
+        if algorithm == "modpo" and any(t["chosen_scores"].null_count or t["rejected_scores"].null_count
+                                        for t in pairs):
+            raise ConfigError("algorithm modpo trains on per-objective margins: every imported pair needs "
+                              "chosen_scores and rejected_scores ({objective: score}); train dpo or kto on a file "
+                              "without them")
+
+
+def import_part(path: str) -> str:
+    """The buffer part (of cycle 0) an imported file goes to."""
+    return f"import-{Path(path).stem}"
+
+
 def judgments_part(stage: str, judge: str, batch: int) -> str:
     return f"{stage}-{judge}-{batch:05d}"
 
@@ -250,7 +270,10 @@ class Driver:
         self.candidates = selection_.candidates(cfg)
         self.with_logs = cfg.logs is not None and self.trains
         self.overlap = cfg.pipeline.max_staleness > 0 and self.trains
-        self.plan = stages(cfg.cycles, [c.name for c in self.candidates], self.selecting, self.with_logs, self.overlap)
+        self.generates_training = self.trains and cfg.train_on == "rollouts"
+        """Whether cycles answer training prompts; a run that trains on its imports alone does not."""
+        self.plan = stages(cfg.cycles, [c.name for c in self.candidates], self.selecting, self.with_logs, self.overlap,
+                           self.generates_training)
         self._state_lock = threading.Lock()  # the stage alongside saves the state too
         self.trackers: Trackers | None = None
 
@@ -273,7 +296,8 @@ class Driver:
                             break
                         if self.with_logs:
                             self._stage(cycle, "collect", self._collect)
-                        self._stage(cycle, "generate_judge", self._generate_train)
+                        if self.generates_training:
+                            self._stage(cycle, "generate_judge", self._generate_train)
                         self._stage(cycle, "build_data", self._build_data)
                         if self.selecting:
                             for c in self.candidates:
@@ -330,7 +354,7 @@ class Driver:
         run names: bad files, a split with no rows, a leak into a suite or a model that cannot
         load stop the run here, before anything is placed or written."""
         prompt_set = read_prompts(self.cfg.prompts)
-        needed = [self.cfg.prompts.train_split] if self.trains else []
+        needed = [self.cfg.prompts.train_split] if self.generates_training else []
         if any(suite.path is None for suite in self.cfg.evaluation.suites):
             needed.append(self.cfg.prompts.eval_split)
         for name in needed:
@@ -344,7 +368,10 @@ class Driver:
         if self.with_logs:
             logs_.log_files(self.cfg.logs.path)  # a path that is not there stops the run here
             self._redactor  # and so does a redaction that cannot be set up (a missing ner_model)
-        self._inputs = prompt_set, suites, [import_file(Path(p)) for p in self.cfg.buffer.imports]
+        imported = [import_file(Path(p), self.cfg.buffer.on_invalid) for p in self.cfg.buffer.imports]
+        if self.trains and not self.generates_training:
+            offline_check(self.cfg, imported)
+        self._inputs = prompt_set, suites, imported
 
     def _models(self) -> list[tuple[str, str, str]]:
         """(path, config key, kind) of every model the run loads (raylign.model_check)."""
@@ -490,12 +517,17 @@ class Driver:
                          "(evaluation.on_leak=drop)")
             if suite.cfg.path is not None:
                 self._write("prompts", cycle, f"suite.{suite.cfg.name}", suite.table)
-        for path, (table, data) in zip(self.cfg.buffer.imports, imported):
-            self._write(table, cycle, f"import-{Path(path).stem}", data)
+        for path, (table, data, skipped, problems) in zip(self.cfg.buffer.imports, imported):
+            self._write(table, cycle, import_part(path), data)
+            if skipped:
+                self.log(f"import {path}: {skipped} bad row(s) skipped (buffer.on_invalid=skip), {data.num_rows} kept; "
+                         f"first problems: {'; '.join(problems[:5])}")
         self.state.current.prompts = {
             "kept": prompt_set.table.num_rows, "skipped": prompt_set.skipped, "problems": prompt_set.problems[:20],
             "suites": {s.cfg.name: {"kept": s.table.num_rows, "skipped": s.skipped, "leaked": s.leaked,
                                     "problems": s.problems[:20]} for s in suites},
+            "imports": {path: {"table": i.table, "kept": i.data.num_rows, "skipped": i.skipped,
+                               "problems": i.problems[:20]} for path, i in zip(self.cfg.buffer.imports, imported)},
         }
 
     @functools.cached_property
@@ -609,6 +641,10 @@ class Driver:
         clinicians reviewed earlier cycles' answers since the last build, those answers' pairs
         and examples again with the human labels, where they differ from the judge's."""
         started = time.time()
+        if not self.generates_training:
+            self._build_offline_data(cycle)
+            self._busy(Interval(timeline.DRIVER, cycle, "build_data", None, started, time.time()))
+            return
         human = self._human_judgments()
         judgments, stale = within_staleness(self._train_judgments(cycle, human), self.cfg.pipeline.max_staleness)
         distinct = distinct_answers(judgments) if self.cfg.buffer.dedup else judgments
@@ -626,6 +662,18 @@ class Driver:
         if review is not None:
             self.state.current.data["review"] = review
         self._busy(Interval(timeline.DRIVER, cycle, "build_data", None, started, time.time()))
+
+    def _build_offline_data(self, cycle: int) -> None:
+        """train_on imports: the cycle trains on every imported row; KTO on a preference file
+        takes its chosen answers as desirable and its rejected as undesirable (committed once,
+        as cycle 0's `unpaired` part, so every cycle and a resumed run read the same rows)."""
+        if any(c.variant.algorithm == "kto" for c in self.candidates) and not self._read("kto", 0).num_rows:
+            self._write("kto", 0, "unpaired", exchange.unpaired(self._read("pairs", 0)))
+        training = self._training_set(cycle, self.candidates[0].variant.algorithm)
+        self.state.current.data = {"source": "imports", "pairs": self._read("pairs", 0).num_rows,
+                                   "examples": training.fresh, "desirable": training.desirable,
+                                   "undesirable": training.undesirable, "desirable_weight": training.weights.desirable,
+                                   "undesirable_weight": training.weights.undesirable}
 
     def _human_judgments(self) -> pa.Table:
         """Every human label imported so far (raylign review import), the latest per answer."""
@@ -775,7 +823,7 @@ class Driver:
         same policy answers it, and its prompts are known now (no logs to collect first, no
         candidate to choose after)."""
         cfg, next_cycle = self.cfg, cycle + 1
-        if (not cfg.pipeline.fuse or not self.trains or self.selecting or self.with_logs or next_cycle > cfg.cycles
+        if (not cfg.pipeline.fuse or not self.generates_training or self.selecting or self.with_logs or next_cycle > cfg.cycles
                 or self._lag(next_cycle) or self.state.is_finished(next_cycle, "generate_judge")):
             return []
         return [self._train_stream(next_cycle)]
@@ -944,9 +992,13 @@ class Driver:
         """The algorithm's data for `cycle` from the buffer (with earlier cycles' rows replayed
         into it), and the KTO class weights from its desirable and undesirable counts."""
         table = "kto" if algorithm == "kto" else "pairs"
-        fresh = self._read(table, cycle)
-        data = pa.concat_tables([fresh, self._replay(table, fresh.num_rows, cycle, algorithm)])
-        examples = data if table == "kto" else self._read("kto", cycle)
+        if not self.generates_training:  # every imported row, every cycle
+            fresh = self._read(table, 0)
+            data, examples = fresh, self._read("kto", 0)
+        else:
+            fresh = self._read(table, cycle)
+            data = pa.concat_tables([fresh, self._replay(table, fresh.num_rows, cycle, algorithm)])
+            examples = data if table == "kto" else self._read("kto", cycle)
         desirable = int(pc.sum(examples["label"]).as_py() or 0)
         undesirable = examples.num_rows - desirable
         return TrainingSet(data, fresh.num_rows, kto_weights(desirable, undesirable), desirable, undesirable)

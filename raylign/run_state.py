@@ -29,17 +29,19 @@ STATE_FILE = "state.json"
 
 
 def stages(cycles: int, candidates: Sequence[str] = (), selecting: bool = False,
-           logs: bool = False, overlap: bool = False) -> list[tuple[int, str]]:
+           logs: bool = False, overlap: bool = False, generate: bool = True) -> list[tuple[int, str]]:
     """Every stage of a run of `cycles` cycles, in the order they run (start). A run that selects
     (selection.active) evaluates the starting policy on the selection suites at cycle 0, and
     trains and evaluates each candidate in stages of their own (`train.NAME`, `select.NAME`)
     before `choose` keeps one. A run with conversation logs opens each cycle with `collect`.
     With `overlap` (pipeline.max_staleness > 0) the next cycle's generate_judge starts with
-    this cycle's train, and runs alongside it."""
+    this cycle's train, and runs alongside it. Without `generate` (train_on: imports) a cycle
+    answers no training prompts: it builds its data from the imports, trains and evaluates."""
     first = ("collect",) if logs else ()
+    first += ("generate_judge",) if generate else ()
     if not selecting:
         plan = [(0, "load"), (0, "evaluate")] + [
-            (c, s) for c in range(1, cycles + 1) for s in (*first, "generate_judge", "build_data", "train", "evaluate")]
+            (c, s) for c in range(1, cycles + 1) for s in (*first, "build_data", "train", "evaluate")]
         if overlap:  # (c+1, generate_judge) moves up to just after (c, train)
             for c in range(1, cycles):
                 plan.remove((c + 1, "generate_judge"))
@@ -48,7 +50,7 @@ def stages(cycles: int, candidates: Sequence[str] = (), selecting: bool = False,
     per_candidate = [s for name in candidates for s in (f"train.{name}", f"select.{name}")]
     return [(0, "load"), (0, "select"), (0, "evaluate")] + [
         (c, s) for c in range(1, cycles + 1)
-        for s in (*first, "generate_judge", "build_data", *per_candidate, "choose", "evaluate")]
+        for s in (*first, "build_data", *per_candidate, "choose", "evaluate")]
 
 
 class PolicyRecord(BaseModel):

@@ -15,7 +15,7 @@ from raylign.actors.buffer import PreferenceBuffer
 from raylign.cli import main
 from raylign.config import KTOConfig as KTOSettings
 from raylign.config import PairsConfig
-from raylign.data.exchange import ExchangeError, buffer_stats, export_buffer, import_file
+from raylign.data.exchange import ExchangeError, buffer_stats, export_buffer, import_file, unpaired
 from raylign.training.pairs import build_kto_examples, build_pairs, distinct_answers
 from raylign.data.schemas import JUDGMENTS
 from raylign.evaluation.scoring import ACCEPT, CAUTION, REFUSE, objective_scores
@@ -96,13 +96,13 @@ def test_a_users_preference_and_unpaired_files_import_at_cycle_0(tmp_path):
                     + json.dumps({"prompt": [{"role": "user", "content": "Dose?"}],
                                   "chosen": [{"role": "assistant", "content": "It depends."}],
                                   "rejected": [{"role": "assistant", "content": "Lots."}]}) + "\n")
-    kind, table = import_file(mine)
+    kind, table, *_ = import_file(mine)
     assert kind == "pairs" and table.num_rows == 2 and set(table["cycle"].to_pylist()) == {0}
     assert table["prompt"][0].as_py() == [{"role": "user", "content": "Can I take 4 g of paracetamol?"}]
     assert table["rejected"][1].as_py() == [{"role": "assistant", "content": "Lots."}]
     csv = tmp_path / "kto.csv"
     csv.write_text("prompt,completion,label\nDose?,Ask your doctor.,true\nDose?,Take lots.,false\n")
-    kind, table = import_file(csv)
+    kind, table, *_ = import_file(csv)
     assert kind == "kto" and table["label"].to_pylist() == [True, False]
     pq.write_table(pa.table({"prompt": ["q"], "answer": ["a"]}), tmp_path / "odd.parquet")
     with pytest.raises(ExchangeError, match=r"needs the fields \['prompt', 'chosen', 'rejected'\].*found \['answer', 'prompt'\]"):
@@ -136,3 +136,56 @@ def test_the_buffer_command_exports_imports_and_counts(buffer, tmp_path, capsys)
     assert json.loads(capsys.readouterr().out)["0"]["rows"] == {"kto": 1}
     assert main(["buffer", "stats", str(tmp_path / "nope")]) == 2
     assert "run folder" in capsys.readouterr().err
+
+
+CAREGIVER = [  # the Empathy-by-Design layout: prompt, chosen (supportive, plain), rejected (prescriptive, technical)
+    {"prompt": "My mother has dementia and keeps refusing to eat. What can I do?",
+     "chosen": "That sounds exhausting, and you are doing your best. Try small meals she likes, eat with her, "
+               "and keep mealtimes calm. If she keeps refusing, tell her doctor; they can check for pain or mood.",
+     "rejected": "Anorexia in neurocognitive disorders is multifactorial. Administer high-calorie supplements "
+                 "and initiate a dysphagia assessment."},
+    {"prompt": "How do I stay patient when he asks the same question all day?",
+     "chosen": "It is hard, and feeling worn out is normal. Answer briefly and kindly, write the answer on a card "
+               "he can keep, and take short breaks when you can.",
+     "rejected": "Perseveration is a symptom. Redirect the patient and do not engage repeatedly."},
+]
+
+
+def test_a_preference_file_with_bad_rows_stops_in_one_line_or_skips_them_counted(tmp_path):
+    rows = [*CAREGIVER,
+            {"prompt": "Is it normal that she sleeps all day?", "chosen": "Yes, often.", "rejected": "Yes, often."},
+            {"prompt": "Should I correct her when she is confused?", "chosen": "   ", "rejected": "Always correct her."},
+            {"prompt": "", "chosen": "Gently.", "rejected": "No."}]
+    path = tmp_path / "caregiving.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ExchangeError) as err:
+        import_file(path)
+    assert "\n" not in str(err.value)
+    assert str(err.value).endswith("3 problem(s): row 2: chosen equals rejected (no preference); "
+                                   "row 3: chosen missing or empty; row 4: prompt missing or empty")
+    imported = import_file(path, on_invalid="skip")
+    assert (imported.table, imported.data.num_rows, imported.skipped) == ("pairs", 2, 3)
+    assert imported.data["chosen"][0].as_py()[0]["content"] == CAREGIVER[0]["chosen"]
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": r["chosen"]}) + "\n" for r in CAREGIVER))
+    with pytest.raises(ExchangeError, match=r"missing.jsonl: needs the fields \['prompt', 'chosen', 'rejected'\] "
+                                            r"\(preference\) or .*found \['chosen', 'prompt'\]$"):
+        import_file(missing, on_invalid="skip")  # a missing column is the file's problem, not a row's
+
+
+def test_imported_pairs_keep_their_objective_scores_and_unpair_into_kto_examples(tmp_path):
+    scored = [{**r, "chosen_scores": {"safety": 1.0, "empathy": 0.9}, "rejected_scores": {"safety": 1.0, "empathy": 0.1}}
+              for r in CAREGIVER]
+    path = tmp_path / "scored.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in scored))
+    imported = import_file(path)
+    assert imported.data["rejected_scores"][1].as_py() == [("safety", 1.0), ("empathy", pytest.approx(0.1))]
+    examples = unpaired(imported.data)
+    assert examples.num_rows == 4 and examples["label"].to_pylist() == [True, True, False, False]
+    assert [e[0]["content"] for e in examples["completion"].to_pylist()] == [
+        CAREGIVER[0]["chosen"], CAREGIVER[1]["chosen"], CAREGIVER[0]["rejected"], CAREGIVER[1]["rejected"]]
+    assert examples["prompt_id"].to_pylist()[:2] == examples["prompt_id"].to_pylist()[2:]
+    bad = tmp_path / "badscores.jsonl"
+    bad.write_text(json.dumps({**CAREGIVER[0], "chosen_scores": {"safety": "high"}}) + "\n")
+    with pytest.raises(ExchangeError, match=r"row 0: chosen_scores must map objective names to numbers"):
+        import_file(bad)
