@@ -31,10 +31,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+EMBEDDED_MODELS = ("embedded", "embedded-empathy")
+"""model.path values that name a model the project builds (raylign/embedded/model.py RECIPES)."""
+
+
 class ModelConfig(_Section):
     path: str = "embedded"
-    """`embedded` builds and caches the project's own tiny model; otherwise a local folder or a
-    hub id, loaded with transformers' `from_pretrained`."""
+    """`embedded` builds and caches the project's own tiny model; `embedded-empathy` the same
+    with answers that also vary in tone, warm or curt (configs/modpo.yaml); otherwise a local
+    folder or a hub id, loaded with transformers' `from_pretrained`."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype for generation and training (float32 on CPU)."""
 
@@ -645,7 +650,11 @@ EnsembleConfig.model_rebuild()  # members are JudgeConfigs, defined after it
 
 class PairsConfig(_Section):
     strategy: Literal["best_vs_worst"] = "best_vs_worst"
-    """Among the K answers to a prompt, the best against the worst by safety score."""
+    """Among the K answers to a prompt, the best against the worst by `objective`."""
+    objective: str = "safety"
+    """The score answers are ranked by: `safety` (judges[0]'s CARES safety score), or another
+    objective judges[0] scores, e.g. `empathy` from an ensemble of the rules and empathy
+    judges (configs/modpo.yaml: DPO on empathy alone). Answers without it are left out."""
     min_score_gap: float = Field(0.25, gt=0)
     """Pairs whose score gap is below this are dropped (never chosen == rejected)."""
     balance_directions: bool = True

@@ -39,7 +39,7 @@ from raylign.actors.learner import LearnerGroup
 from raylign.actors.placement import nodes_of
 from raylign.evaluation.agreement import Agreement, agreement
 from raylign.events import RunLog
-from raylign.config import (SELECTION_SUITE, Config, ConfigError, SamplingConfig, SuiteConfig, changed_key, dump_config,
+from raylign.config import (EMBEDDED_MODELS, SELECTION_SUITE, Config, ConfigError, SamplingConfig, SuiteConfig, changed_key, dump_config,
                             parse_config, result_digest)
 from raylign.data import logs as logs_
 from raylign.data import exchange
@@ -97,10 +97,10 @@ class Roles(NamedTuple):
 
 def resolve_model(cfg: Config, log: Callable[[str], None]) -> str:
     """A folder or hub id that transformers loads; builds the embedded model when asked."""
-    if cfg.model.path == "embedded":
-        from raylign.embedded.model import ensure_embedded_model
+    if cfg.model.path in EMBEDDED_MODELS:
+        from raylign.embedded.model import RECIPES, ensure_embedded_model
 
-        return str(ensure_embedded_model(log=log))
+        return str(ensure_embedded_model(log=log, recipe=RECIPES[cfg.model.path]))
     return cfg.model.path
 
 

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from raylign.config import Config, ConfigError, parse_config
+from raylign.config import EMBEDDED_MODELS, Config, ConfigError, parse_config
 from raylign.data.schemas import BASE, PolicyVersion
 from raylign.driver import Driver, placed_roles, ray_session, resolve_model
 from raylign.evaluation import report
@@ -117,7 +117,7 @@ class Evaluator(Driver):
     def _models(self) -> list[tuple[str, str, str]]:
         """The policies' models, in place of model.path (which carries adapters only), and the judges'."""
         policies = [(spec.model_path, f"policy {spec.label!r}", "causal_lm") for spec in self.policies
-                    if spec.model_path != "embedded"]
+                    if spec.model_path not in EMBEDDED_MODELS]
         return policies + [m for m in super()._models() if m[1] != "model.path"]
 
     def _policy(self) -> PolicyVersion:

@@ -15,6 +15,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from raylign.config import EMBEDDED_MODELS
+
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -25,7 +27,7 @@ class ModelError(ValueError):
 def models_to_check(cfg) -> list[tuple[str, str, str]]:
     """(path, config key, kind) of every model a run loads: the policy, LLM judges on their own
     engines and reward models, ensemble members included. The embedded model is built, not loaded."""
-    out = [] if cfg.model.path == "embedded" else [(cfg.model.path, "model.path", "causal_lm")]
+    out = [] if cfg.model.path in EMBEDDED_MODELS else [(cfg.model.path, "model.path", "causal_lm")]
 
     def judge_models(judge, key: str) -> None:
         if judge.kind == "llm" and judge.llm.backend == "vllm":

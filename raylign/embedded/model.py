@@ -37,7 +37,7 @@ import transformers
 from filelock import FileLock
 
 from raylign.judging import rubrics
-from raylign.embedded import corpus, prompt_set
+from raylign.embedded import corpus, prompt_set, tones
 
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<pad>"
 SPECIAL_TOKENS = (PAD, USER, ASSISTANT, END)  # ids 0..3, in this order
@@ -77,9 +77,15 @@ class Recipe:
     weight_decay: float = 0.01
     seed: int = 0
     """Seeds the corpus, the weight init and the batch order."""
+    tones: bool = False
+    """Answers also vary in tone, warm or curt, correlated with their style (tones.py): the
+    world of configs/modpo.yaml, where empathy can pull against safety."""
 
 
 DEFAULT_RECIPE = Recipe()
+EMPATHY_RECIPE = Recipe(tones=True)
+RECIPES = {"embedded": DEFAULT_RECIPE, "embedded-empathy": EMPATHY_RECIPE}
+"""model.path names of the embedded models: built, not loaded."""
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -90,7 +96,7 @@ def recipe_hash(recipe: Recipe) -> str:
     """Short sha256 of the recipe, the sources that build the model, and transformers' version."""
     digest = hashlib.sha256()
     digest.update(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode())
-    for module in (corpus, prompt_set, rubrics):
+    for module in (corpus, prompt_set, rubrics) + ((tones,) if recipe.tones else ()):
         digest.update(pathlib.Path(module.__file__).read_bytes())
     digest.update(pathlib.Path(__file__).read_bytes())  # how it trains, BUILD_THREADS included
     # Kernels change between versions, and with them the trained weights' last bits.
@@ -142,7 +148,8 @@ def ensure_embedded_model(
 def _build(folder: pathlib.Path, recipe: Recipe, log: Callable[[str], None]) -> None:
     started = time.perf_counter()
     prompts = prompt_set.build_prompt_set(recipe.prompt_seed)
-    pairs = corpus.pretraining_corpus(prompts, recipe.seed, recipe.answers_per_style, recipe.verdicts_per_prompt)
+    build_corpus = tones.toned_corpus if recipe.tones else corpus.pretraining_corpus
+    pairs = build_corpus(prompts, recipe.seed, recipe.answers_per_style, recipe.verdicts_per_prompt)
     tokenizer = _train_tokenizer(pairs, recipe)
     log(f"embedded model: corpus of {len(pairs)} answers, tokenizer of {len(tokenizer)} tokens "
         f"({time.perf_counter() - started:.1f}s)")

@@ -13,7 +13,8 @@
   references, words per answer (raylign/evaluation/reference.py; over every answer, Unjudged
   ones too: they need no label), and the harmful_requests rates of the judge's labels.
 Every block also counts its answers, the Unjudged ones (left out of every rate), the labels and
-the Invalid share. Suites are never trained on: a suite prompt whose text is a training prompt
+the Invalid share, and gives the mean of every objective judges[0] scores (`objectives`: safety,
+helpfulness, and empathy where an ensemble with the empathy judge scores it). Suites are never trained on: a suite prompt whose text is a training prompt
 is a leak, found when the suite is loaded (`evaluation.on_leak`).
 """
 
@@ -144,13 +145,23 @@ def _harmful_rates(labels: list[str]) -> dict[str, float]:
             "withheld_rate": _rate(labels, (REFUSE, CAUTION)), "compliance_rate": _rate(labels, (ACCEPT,))}
 
 
+def objective_means(rows: list[dict]) -> dict[str, float]:
+    """The mean of each objective judges[0] scores (safety, helpfulness, and e.g. empathy from an
+    ensemble with the empathy judge) over the answers that have it."""
+    by_objective: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        for objective, score in row["scores"] or ():
+            by_objective[objective].append(score)
+    return {objective: sum(scores) / len(scores) for objective, scores in sorted(by_objective.items())}
+
+
 def suite_metrics(suite: Suite, cycle: int, judged: pa.Table) -> dict:
     """The suite's block for one cycle, from judges[0]'s judgments of its answers."""
     kind = suite.cfg.kind
-    every_row = judged.select(["prompt_id", "label", "harmful_level", "principle_index", "method"]).to_pylist()
+    every_row = judged.select(["prompt_id", "label", "harmful_level", "principle_index", "method", "scores"]).to_pylist()
     rows = [r for r in every_row if r["label"] != UNJUDGED]
     base = {"kind": kind, "prompts": len({r["prompt_id"] for r in every_row}), "num_answers": len(rows),
-            "unjudged": len(every_row) - len(rows)}
+            "unjudged": len(every_row) - len(rows), "objectives": objective_means(rows)}
     if kind == "cares":
         metrics = cycle_metrics(cycle, *([r[k] for r in every_row]
                                          for k in ("label", "harmful_level", "principle_index", "method")))

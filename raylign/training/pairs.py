@@ -1,7 +1,7 @@
 """Training data from judged answers: DPO pairs and KTO examples.
 
 DPO (`best_vs_worst`): among the K answers to one prompt, the best against the worst by
-safety score. Ties and near-ties (gap below `min_score_gap`) are dropped, never turned into
+safety score (or by another objective judges[0] scores: `pairs.objective`). Ties and near-ties (gap below `min_score_gap`) are dropped, never turned into
 chosen == rejected. With `balance_directions`, "Accept preferred" pairs and "Caution/Refuse
 preferred" pairs are sampled down to equal counts: three of the four harm levels reward
 withholding, so unbalanced pairs teach a global refusal bias (DESIGN.md).
@@ -66,23 +66,33 @@ class PairStats(NamedTuple):
     pairs: int
 
 
+def objective_score(row: dict, objective: str) -> float | None:
+    """An answer's score on `objective` (pairs.objective); None when its judge gave none."""
+    if objective == "safety":
+        return row["safety_score"]
+    return dict(row["scores"] or {}).get(objective)
+
+
 def build_pairs(judgments: pa.Table, cfg: PairsConfig, cycle: int, seed: int) -> tuple[pa.Table, PairStats]:
-    """One best-vs-worst DPO pair per prompt whose answers differ enough in score."""
+    """One best-vs-worst DPO pair per prompt whose answers differ enough in score on
+    `cfg.objective`."""
     rng = random.Random(seed)
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     for row in judged_rows(judgments):
-        by_prompt[row["prompt_id"]].append(row)
+        score = objective_score(row, cfg.objective)
+        if score is not None:
+            by_prompt[row["prompt_id"]].append({**row, "_rank": score})
 
     pairs, ties = [], 0
     for prompt_id in sorted(by_prompt):
         answers = by_prompt[prompt_id]
-        best_score = max(a["safety_score"] for a in answers)
-        worst_score = min(a["safety_score"] for a in answers)
+        best_score = max(a["_rank"] for a in answers)
+        worst_score = min(a["_rank"] for a in answers)
         if best_score - worst_score < cfg.min_score_gap:
             ties += 1
             continue
-        chosen = rng.choice([a for a in answers if a["safety_score"] == best_score])
-        rejected = rng.choice([a for a in answers if a["safety_score"] == worst_score])
+        chosen = rng.choice([a for a in answers if a["_rank"] == best_score])
+        rejected = rng.choice([a for a in answers if a["_rank"] == worst_score])
         pairs.append(
             {
                 "cycle": cycle,
