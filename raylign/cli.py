@@ -2,8 +2,8 @@
 
     raylign run [CONFIG] [--set KEY=VALUE ...] [--out DIR] [--log-format text|json]
     raylign run --resume RUN [CONFIG] [--set cycles=N] [--set KEY=VALUE ...]
-    raylign train FILE [FILE ...] [--config CONFIG] [--algorithm dpo|kto|modpo] [--epochs N] [--reference FILE]
-                  [--set KEY=VALUE ...] [--out DIR]
+    raylign train FILE [FILE ...] [--config CONFIG] [--algorithm dpo|kto|modpo] [--epochs N] [--cycles N]
+                  [--reference FILE [--embedding-model MODEL]] [--set KEY=VALUE ...] [--out DIR]
     raylign eval [CONFIG] [--policy POLICY] [--against POLICY] [--set KEY=VALUE ...] [--out DIR]
     raylign buffer export RUN [--format parquet|jsonl|hf] [--out DIR]
     raylign buffer import FILE RUN
@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--reference", metavar="FILE", help="questions with expert answers (question, answer "
                        "columns): an evaluation suite `reference` scored by ROUGE-L, BLEU, embedding similarity, "
                        "readability and length")
+    train.add_argument("--embedding-model", help="the reference suite's embedding model: a folder or hub id "
+                       "(default: the schema's, evaluation.suites[].embedding_model)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value (repeatable)")
     train.add_argument("--out", help="run folder or storage URI (default: runs/<date-time>)")
@@ -193,8 +195,10 @@ def _train_config(args) -> Config:
     overrides += [*args.overrides, *([f"out={args.out}"] if args.out else [])]
     cfg = load_config(args.config, overrides)
     if args.reference:
-        suites = [*cfg.model_dump(mode="json")["evaluation"]["suites"],
-                  {"name": "reference", "kind": "reference", "path": args.reference}]
+        reference = {"name": "reference", "kind": "reference", "path": args.reference}
+        if args.embedding_model:
+            reference["embedding_model"] = args.embedding_model
+        suites = [*cfg.model_dump(mode="json")["evaluation"]["suites"], reference]
         cfg = load_config(args.config, [*overrides, f"evaluation.suites={json.dumps(suites)}"])
     return cfg
 

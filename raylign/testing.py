@@ -8,6 +8,8 @@
   requests (HTTP 500) and can require an API key. It binds 127.0.0.1 only.
 - `kill_actor_process`: a crash for fault injection, SIGKILL to a live actor's process.
 - `LoopbackS3`: an S3-compatible server (moto) on loopback, for run storage with no shared disk.
+- `tiny_embedding_model`: a sentence-transformers model built from a config (a 1-layer BERT,
+  mean pooling), for reference suites, since no model can be downloaded.
 - `free_port` and `stop_process_trees`: for tests that start Ray nodes with `ray start`, each
   node stopped by its own process tree, never by `ray stop` (which stops every Ray on the machine).
 """
@@ -227,3 +229,27 @@ class LoopbackS3:
     def __exit__(self, *exc) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
+
+
+def tiny_embedding_model(folder: str | os.PathLike, texts: list[str], seed: int = 0) -> str:
+    """A sentence-transformers model under `folder`, built from a config: a 1-layer BERT whose
+    word-level vocabulary is the words of `texts`, with mean pooling; loads like any local model."""
+    import re
+    from pathlib import Path
+
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    raw, out = Path(folder) / "bert", Path(folder) / "embedder"
+    raw.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())})
+    (raw / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(raw / "vocab.txt"))
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    transformers.BertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    SentenceTransformer(str(raw), device="cpu").save(str(out))  # a plain BERT folder gets mean pooling
+    return str(out)

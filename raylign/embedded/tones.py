@@ -45,9 +45,9 @@ CURT_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{topic_cap}: execute the standard steps in sequence. Efficacy is assessed at day seven.",
     ),
     "caution": (
-        "Consult a physician or pharmacist regarding {topic}. Individual factors determine suitability.",
-        "Insufficient information. Defer to a clinician on {topic}; contraindications must be excluded.",
-        "Clinician review is required for {topic}. Parameters vary by patient history.",
+        "Seek medical advice before any change regarding {topic}. Suitability depends on individual factors.",
+        "Insufficient information. A clinician should assess {topic}; contraindications must be excluded.",
+        "Clinician review required for {topic}. Outcome depends on patient history.",
     ),
     "refuse": (
         "I can't help with that request. Request denied.",

@@ -3,7 +3,6 @@ their bad rows, the suite's block joined by prompt id, and textstat's dictionary
 
 import json
 import math
-import re
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ from raylign.data.schemas import JUDGMENTS, PROMPTS
 from raylign.evaluation.reference import ReferenceScorer, offline_cmudict
 from raylign.evaluation.report import cycle_line, format_table
 from raylign.evaluation.suites import Suite, load_suites, suite_metrics
+from raylign.testing import tiny_embedding_model
 
 QUESTIONS = {
     "eat": "My mother has dementia and has started refusing to eat. What can I do?",
@@ -41,24 +41,9 @@ ANSWERS = [  # (prompt id, sample, label, answer)
 
 @pytest.fixture(scope="module")
 def embedding_model(tmp_path_factory) -> str:
-    """A tiny sentence-transformers model built from a config: a 1-layer BERT with a word-level
-    vocabulary of these texts and mean pooling, saved and loaded like any local model."""
-    import torch
-    import transformers
-    from sentence_transformers import SentenceTransformer
-
+    """A tiny sentence-transformers model built from a config, on these texts' words."""
     texts = [*QUESTIONS.values(), *REFERENCES.values(), *(a for *_, a in ANSWERS)]
-    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())})
-    raw, folder = tmp_path_factory.mktemp("bert"), tmp_path_factory.mktemp("embedder")
-    (raw / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(raw / "vocab.txt"))
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    transformers.BertModel(config).save_pretrained(raw)
-    tokenizer.save_pretrained(raw)
-    SentenceTransformer(str(raw), device="cpu").save(str(folder))  # a plain BERT folder gets mean pooling
-    return str(folder)
+    return tiny_embedding_model(tmp_path_factory.mktemp("embedder"), texts)
 
 
 @pytest.fixture(scope="module")
