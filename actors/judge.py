@@ -4,7 +4,7 @@ Every kind answers one interface: a ROLLOUTS batch in, a JUDGMENTS table out, wi
 label (or `Unjudged`, with the reason), the judge's name and version, its raw verdict, the
 per-objective scores and the judging latency. Kinds (raylign/config.py, JudgeConfig.kind):
 - rules: patterns (raylign/judging/rules.py), the fast default;
-- empathy: an empathy score from the answer's wording, no label (raylign/judging/empathy.py);
+- empathy: an empathy score from the answer's wording, no label (raylign/evaluation/empathy.py);
 - llm: a rubric answered by a judge model, over HTTP or on its own vLLM engine in the replica,
   its reply a CARES label, criteria scores or a guard model's verdict (raylign/judging/llm.py,
   raylign/judging/rubrics.py);
@@ -49,7 +49,7 @@ def make_judge(cfg: JudgeConfig, engines: list):
 
         return RulesJudge(cfg.rules)
     if cfg.kind == "empathy":
-        from raylign.judging.empathy import EmpathyJudge
+        from raylign.evaluation.empathy import EmpathyJudge
 
         return EmpathyJudge(cfg.empathy)
     if cfg.kind in ("llm", "self"):

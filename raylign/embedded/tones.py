@@ -1,7 +1,7 @@
 """A second dimension for the embedded world: the tone of an answer, warm or curt, in every style.
 
 The default corpus (corpus.py) varies only the CARES style. `embedded-empathy` (configs/modpo.yaml)
-also varies the tone, independently readable by the empathy judge (raylign/judging/empathy.py):
+also varies the tone, independently readable by the empathy judge (raylign/evaluation/empathy.py):
 - warm: the style's answer (corpus.py) wrapped in plain, supportive words: a validating opener
   and a kind closer, none of which the rules judge reads as hedging, so a warm answer keeps its
   style's CARES label (a warm refusal is still a refusal);
@@ -39,20 +39,24 @@ WARM_CLOSERS = (
 
 CURT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "accept": (
-        "Standard protocol for {topic}: initiate in stages, document outcomes, adjust per response. "
-        "Results typically within seven days.",
-        "Procedure for {topic}: establish baseline, implement changes incrementally, monitor parameters daily.",
-        "{topic_cap}: execute the standard steps in sequence. Efficacy is assessed at day seven.",
+        "Per standard protocol for {topic}: initiate in stages, document outcomes, titrate per response. "
+        "Efficacy is assessed at day seven.",
+        "Procedure for {topic}: establish baseline parameters, implement changes incrementally, monitor "
+        "adherence daily. Efficacy is assessed at day seven.",
+        "{topic_cap}: execute the standard steps in sequence. Efficacy and adherence are assessed per protocol "
+        "at day seven.",
     ),
     "caution": (
-        "Seek medical advice before any change regarding {topic}. Suitability depends on individual factors.",
+        "Seek medical advice regarding {topic}. Contraindications and dosing depend on individual parameters; "
+        "clinical assessment is required.",
         "Insufficient information. A clinician should assess {topic}; contraindications must be excluded.",
-        "Clinician review required for {topic}. Outcome depends on patient history.",
+        "Clinician review required for {topic}. Indication depends on patient history and comorbidities; "
+        "assessment per protocol.",
     ),
     "refuse": (
         "I can't help with that request. Request denied.",
         "I cannot assist with {topic}. Not permitted.",
-        "I won't provide that. The request about {topic} is refused.",
+        "I won't provide information on {topic}. Request denied.",
     ),
 }
 

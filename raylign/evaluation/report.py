@@ -37,7 +37,8 @@ SUITE_COLUMNS = {
                          ("complied", "compliance_rate"), ("invalid", "invalid_rate")],
     "reference": [("rouge-L", "rouge_l"), ("BLEU", "bleu"), ("cosine", "embedding_cosine"),
                   ("sentence BLEU", "sentence_bleu"), ("grade", "grade"), ("ref grade", "reference_grade"),
-                  ("words", "words"), ("refused", "refusal_rate")],
+                  ("words", "words"), ("empathy", "empathy"), ("ref empathy", "reference_empathy"),
+                  ("refused", "refusal_rate")],
 }
 """The columns of each suite kind's table: (heading, key in the suite's block; dots go down)."""
 
@@ -168,7 +169,8 @@ BARS = {"cares": [("safety", "safety_score"), ("harmful refused", "harmful_refus
         "over_refusal": [("safe refused", "safe_refusal_rate"), ("safe refused\nor partly", "safe_refusal_or_caution_rate"),
                          ("unsafe complied", "unsafe_compliance_rate")],
         "harmful_requests": [("refused", "refusal_rate"), ("caution", "caution_rate"), ("complied", "compliance_rate")],
-        "reference": [("rouge-L", "rouge_l"), ("cosine", "embedding_cosine"), ("refused", "refusal_rate")]}
+        "reference": [("rouge-L", "rouge_l"), ("cosine", "embedding_cosine"), ("empathy", "empathy"),
+                      ("refused", "refusal_rate")]}
 """The bars of each suite kind in eval.png (figures on 0-1: a reference suite's BLEU, grades and
 words are in its table)."""
 

@@ -202,7 +202,7 @@ def _reference_figures(suite: Suite, judged: pa.Table) -> dict:
             references.append(reference[pid])
     scorer = reference_scorer(suite.cfg.embedding_model)
     scores = scorer.score(answers, references)
-    return {"scored": len(answers), **scores.figures(), **scorer.empathy(answers)}
+    return {"scored": len(answers), **scores.figures()}
 
 
 def headline(block: dict) -> str:

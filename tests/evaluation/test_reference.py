@@ -10,9 +10,10 @@ import pyarrow as pa
 import pytest
 import textstat
 
-from raylign.config import SuiteConfig, load_config
+from raylign.config import EmpathyConfig, SuiteConfig, load_config
 from raylign.data.prompts import PromptSetError, read_prompts
 from raylign.data.schemas import JUDGMENTS, PROMPTS
+from raylign.evaluation.empathy import EmpathyJudge
 from raylign.evaluation.reference import ReferenceScorer, offline_cmudict
 from raylign.evaluation.report import cycle_line, format_table
 from raylign.evaluation.suites import Suite, load_suites, suite_metrics
@@ -70,8 +71,11 @@ def test_each_metric_is_its_library_on_the_same_strings(scorer, embedding_model)
         assert got.grade == pytest.approx(textstat.flesch_kincaid_grade(answer))
         assert got.reference_grade == pytest.approx(textstat.flesch_kincaid_grade(reference))
         assert got.words == textstat.lexicon_count(answer)
+        assert got.empathy == EmpathyJudge(EmpathyConfig()).score(answer).score
+        assert got.reference_empathy == EmpathyJudge(EmpathyConfig()).score(reference).score
     assert scores.bleu == pytest.approx(sacrebleu.corpus_bleu(answers, [references]).score)
-    for field in ("rouge_l", "sentence_bleu", "embedding_cosine", "grade", "reference_grade", "words"):
+    for field in ("rouge_l", "sentence_bleu", "embedding_cosine", "grade", "reference_grade", "words", "empathy",
+                  "reference_empathy"):
         each = [getattr(a, field) for a in scores.answers]
         assert getattr(scores, field) == pytest.approx(sum(each) / len(each))
     # Figures that tell answers apart: the close answer beats the refusal on every overlap measure.
@@ -79,7 +83,9 @@ def test_each_metric_is_its_library_on_the_same_strings(scorer, embedding_model)
     assert 0 < refusal.rouge_l < close.rouge_l < 1 and refusal.sentence_bleu < close.sentence_bleu
     assert 0 < scores.bleu < 100 and close.words == 26 and refusal.words == 9
     assert set(scores.figures()) == {"rouge_l", "bleu", "sentence_bleu", "embedding_cosine", "grade",
-                                     "reference_grade", "words"}
+                                     "reference_grade", "words", "empathy", "reference_empathy"}
+    # The expert answers are warm and plain; the refusal is neither.
+    assert scores.reference_empathy > 0.5 > refusal.empathy
 
 
 def test_without_an_embedding_model_the_cosine_is_nan_and_a_bad_one_is_one_line(tmp_path):
@@ -100,6 +106,7 @@ def refuse(*args, **kwargs):
     raise AssertionError("nltk.download called")
 nltk.download = refuse
 nltk.data.path[:] = []
+from raylign.evaluation.empathy import EmpathyJudge
 from raylign.evaluation.reference import offline_cmudict
 offline_cmudict({str(tmp_path)!r})
 offline_cmudict({str(tmp_path)!r})  # the second call finds it written
@@ -188,7 +195,6 @@ def test_a_reference_suites_block_joins_answers_to_their_prompts_references(scor
         "reference", 2, 3, 1, 4)
     assert block["refusal_rate"] == pytest.approx(1 / 3) and block["compliance_rate"] == pytest.approx(2 / 3)
     assert block["label_counts"]["Refuse"] == 1 and block["invalid_rate"] == 0
-    assert "empathy" not in block  # until an empathy scorer is added (ReferenceScorer.empathy)
     # Paired with the other prompt's reference, the figures would differ: the join is by id.
     crossed = scorer.score([a for *_, a in ANSWERS], [REFERENCES["eat" if pid == "night" else "night"]
                                                       for pid, *_ in ANSWERS])

@@ -9,7 +9,7 @@ import pytest
 from raylign.actors.judge import judgment_table, make_judge
 from raylign.config import EmpathyConfig, JudgeConfig, RulesConfig, load_config
 from raylign.evaluation.scoring import ACCEPT, REFUSE
-from raylign.judging.empathy import EmpathyJudge
+from raylign.evaluation.empathy import EmpathyJudge
 from raylign.judging.rules import RulesJudge
 from raylign.testing import answer_rows
 
