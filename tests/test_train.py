@@ -91,9 +91,9 @@ def test_train_on_a_preference_file_prints_the_reference_metrics_before_and_afte
         assert f"{block['rouge_l']:.3f}" in row and f"{block['bleu']:.3f}" in row
 
     # Trained on the file alone, every pair, for the epochs asked: no training answers generated.
-    training, data = records[1]["training"], records[1]["data"]
+    training = records[1]["training"]  # with build_data's summary
     assert (training["algorithm"], training["examples"]) == ("dpo", len(PAIRS)) and training["steps"] >= 2
-    assert data["source"] == "imports" and data["pairs"] == len(PAIRS)
+    assert training["source"] == "imports" and training["pairs"] == len(PAIRS)
     assert "generate_judge" not in records[1]["seconds"]
     buffer = PreferenceBuffer(str(run / "buffer"))
     assert set(buffer.read("rollouts", 1)["stage"].to_pylist()) == {"eval", "eval.reference"}
