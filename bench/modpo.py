@@ -64,8 +64,8 @@ def pareto_front(points: dict[str, dict]) -> list[str]:
 
 
 def balance_verdict(final: dict[str, dict]) -> list[str]:
-    """Whether some MODPO run keeps more of each objective than the DPO run that gives it up,
-    within MARGIN of that DPO run's gain on the other."""
+    """Whether some MODPO run ends higher on each objective than the DPO run on the other one
+    alone, without falling more than MARGIN below that DPO run on its own objective."""
     lines = []
     modpo = {name: p for name, p in final.items() if name.startswith("modpo")}
     for kept, lost, dpo in (("safety", "empathy", "dpo-safety"), ("empathy", "safety", "dpo-empathy")):
@@ -75,7 +75,7 @@ def balance_verdict(final: dict[str, dict]) -> list[str]:
                 if p[lost] > final[dpo][lost] and p[kept] >= final[dpo][kept] - MARGIN}
         if held:
             best = max(held, key=lambda n: held[n][lost])
-            lines.append(f"{dpo} gives up {lost} ({final[dpo][lost]:.3f}); {best} holds {held[best][lost]:.3f} "
+            lines.append(f"{dpo} ends at {lost} {final[dpo][lost]:.3f}; {best} holds {held[best][lost]:.3f} "
                          f"with {kept} {held[best][kept]:.3f} (within {MARGIN:.2f} of {final[dpo][kept]:.3f}): holds")
         else:
             lines.append(f"{dpo}: no MODPO run has more {lost} than its {final[dpo][lost]:.3f} without losing more "

@@ -23,9 +23,10 @@ adapter, or a run and one of its cycles) on the evaluation suites without traini
 side by side. `train` is offline preference training: DPO, KTO or MODPO on given preference or
 unpaired files (TRL's formats) for a number of epochs, then the evaluation suites, with the same
 learner group, checkpoints and `run --resume` as cycles; `--reference` adds a suite of
-questions with expert answers, scored by reference metrics. `review export` writes a sample of a cycle's judged answers for clinicians to label
-(CSV and JSONL, blind unless --show-labels); `review import` checks a filled-in file and stores its
-labels as judgments of the judge `human` (raylign/evaluation/review.py).
+questions with expert answers, scored by reference metrics. `review export` writes a sample
+of a cycle's judged answers for clinicians to label (CSV and JSONL, blind unless --show-labels);
+`review import` checks a filled-in file and stores its labels as judgments of the judge `human`
+(raylign/evaluation/review.py).
 """
 
 from __future__ import annotations

@@ -489,13 +489,15 @@ DEFAULT_WARM_PATTERNS = [
     r" on yourself)\b|\bgood on you\b",
     # Company and care of the carer: "you are not alone", "I'm here to help", "take care of
     # yourself", "be gentle with yourself", "reach out to a support group".
-    r"\byou(?:'re| are) (?:not|never) (?:alone|on your own)\b|\bnot (?:alone|on your own) (?:in|with)\b|\byou don't have to (?:face|go through|carry"
+    r"\byou(?:'re| are) (?:not|never) (?:alone|on your own)\b|\bnot (?:alone|on your own) (?:in|with)\b"
+    r"|\byou don't have to (?:face|go through|carry"
     r"|do|handle|manage|deal with|figure)\b|\b(?:don't|do not) want you to (?:be|feel|go through|face)\b",
     r"\b(?:i'm|i am|we're|we are) (?:always |right )?here (?:to|for|if|whenever|with)\b|\b(?:i'm|i am)"
     r" (?:here and )?listening\b|\bwould you (?:like|be willing|want) to (?:tell|talk|share)\b|\b(?:want|like)"
     r" to talk (?:about|through) (?:it|what|how)\b",
     r"\b(?:take|taking) (?:good |some )?care of yourself\b|\blook(?:ing)? after yourself\b|\b(?:be|being)"
-    r" (?:gentle|kind|patient|easy) (?:with|on|to) yourself\b|\bgo easy on yourself\b|\bgive yourself (?:permission|time|grace|credit"
+    r" (?:gentle|kind|patient|easy) (?:with|on|to) yourself\b|\bgo easy on yourself\b"
+    r"|\bgive yourself (?:permission|time|grace|credit"
     r"|a break|some)\b|\byou (?:matter|deserve)\b|\bself-care\b|\byour own (?:wellbeing|well-being|needs|health"
     r"|rest|feelings)\b|\bcare for yourself\b|\btime for yourself\b",
     r"\breach(?:ing)? out\b|\bsupport groups?\b|\bcarers?'? (?:groups?|support|centres?|centers?|networks?)"

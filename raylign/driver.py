@@ -39,8 +39,8 @@ from raylign.actors.learner import LearnerGroup
 from raylign.actors.placement import nodes_of
 from raylign.evaluation.agreement import Agreement, agreement
 from raylign.events import RunLog
-from raylign.config import (EMBEDDED_MODELS, SELECTION_SUITE, Config, ConfigError, SamplingConfig, SuiteConfig, changed_key, dump_config,
-                            parse_config, result_digest)
+from raylign.config import (EMBEDDED_MODELS, SELECTION_SUITE, Config, ConfigError, SamplingConfig, SuiteConfig,
+                            changed_key, dump_config, parse_config, result_digest)
 from raylign.data import logs as logs_
 from raylign.data import exchange
 from raylign.data.exchange import import_file
@@ -823,8 +823,9 @@ class Driver:
         same policy answers it, and its prompts are known now (no logs to collect first, no
         candidate to choose after)."""
         cfg, next_cycle = self.cfg, cycle + 1
-        if (not cfg.pipeline.fuse or not self.generates_training or self.selecting or self.with_logs or next_cycle > cfg.cycles
-                or self._lag(next_cycle) or self.state.is_finished(next_cycle, "generate_judge")):
+        if (not cfg.pipeline.fuse or not self.generates_training or self.selecting or self.with_logs
+                or next_cycle > cfg.cycles or self._lag(next_cycle)
+                or self.state.is_finished(next_cycle, "generate_judge")):
             return []
         return [self._train_stream(next_cycle)]
 

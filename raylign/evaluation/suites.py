@@ -14,7 +14,8 @@
   ones too: they need no label), and the harmful_requests rates of the judge's labels.
 Every block also counts its answers, the Unjudged ones (left out of every rate), the labels and
 the Invalid share, and gives the mean of every objective judges[0] scores (`objectives`: safety,
-helpfulness, and empathy where an ensemble with the empathy judge scores it). Suites are never trained on: a suite prompt whose text is a training prompt
+helpfulness, and empathy where an ensemble with the empathy judge scores it). Suites are never
+trained on: a suite prompt whose text is a training prompt
 is a leak, found when the suite is loaded (`evaluation.on_leak`).
 """
 
@@ -158,7 +159,8 @@ def objective_means(rows: list[dict]) -> dict[str, float]:
 def suite_metrics(suite: Suite, cycle: int, judged: pa.Table) -> dict:
     """The suite's block for one cycle, from judges[0]'s judgments of its answers."""
     kind = suite.cfg.kind
-    every_row = judged.select(["prompt_id", "label", "harmful_level", "principle_index", "method", "scores"]).to_pylist()
+    every_row = judged.select(["prompt_id", "label", "harmful_level", "principle_index", "method",
+                               "scores"]).to_pylist()
     rows = [r for r in every_row if r["label"] != UNJUDGED]
     base = {"kind": kind, "prompts": len({r["prompt_id"] for r in every_row}), "num_answers": len(rows),
             "unjudged": len(every_row) - len(rows), "objectives": objective_means(rows)}

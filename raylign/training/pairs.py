@@ -1,7 +1,8 @@
 """Training data from judged answers: DPO pairs and KTO examples.
 
 DPO (`best_vs_worst`): among the K answers to one prompt, the best against the worst by
-safety score (or by another objective judges[0] scores: `pairs.objective`). Ties and near-ties (gap below `min_score_gap`) are dropped, never turned into
+safety score (or by another objective judges[0] scores: `pairs.objective`). Ties and near-ties
+(gap below `min_score_gap`) are dropped, never turned into
 chosen == rejected. With `balance_directions`, "Accept preferred" pairs and "Caution/Refuse
 preferred" pairs are sampled down to equal counts: three of the four harm levels reward
 withholding, so unbalanced pairs teach a global refusal bias (DESIGN.md).

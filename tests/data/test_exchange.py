@@ -154,7 +154,8 @@ CAREGIVER = [  # the Empathy-by-Design layout: prompt, chosen (supportive, plain
 def test_a_preference_file_with_bad_rows_stops_in_one_line_or_skips_them_counted(tmp_path):
     rows = [*CAREGIVER,
             {"prompt": "Is it normal that she sleeps all day?", "chosen": "Yes, often.", "rejected": "Yes, often."},
-            {"prompt": "Should I correct her when she is confused?", "chosen": "   ", "rejected": "Always correct her."},
+            {"prompt": "Should I correct her when she is confused?", "chosen": "   ",
+             "rejected": "Always correct her."},
             {"prompt": "", "chosen": "Gently.", "rejected": "No."}]
     path = tmp_path / "caregiving.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -174,8 +175,8 @@ def test_a_preference_file_with_bad_rows_stops_in_one_line_or_skips_them_counted
 
 
 def test_imported_pairs_keep_their_objective_scores_and_unpair_into_kto_examples(tmp_path):
-    scored = [{**r, "chosen_scores": {"safety": 1.0, "empathy": 0.9}, "rejected_scores": {"safety": 1.0, "empathy": 0.1}}
-              for r in CAREGIVER]
+    scored = [{**r, "chosen_scores": {"safety": 1.0, "empathy": 0.9},
+               "rejected_scores": {"safety": 1.0, "empathy": 0.1}} for r in CAREGIVER]
     path = tmp_path / "scored.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in scored))
     imported = import_file(path)
