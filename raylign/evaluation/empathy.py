@@ -31,10 +31,8 @@ from typing import NamedTuple
 
 from raylign.config import EmpathyConfig
 from raylign.judging.verdicts import Verdict
+from raylign.evaluation.text import CODE_FENCE, QUOTED, STRAIGHT_QUOTES
 
-_STRAIGHT = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
-_CODE_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
-_QUOTED = re.compile(r'"[^"\n]*"')
 _BULLET = re.compile(r"^(?:[-*\u2022+>]|\d{1,2}[.)]|#+)\s+")
 _MARKUP = re.compile(r"\*\*|__|[*`#|]")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])[\"')\]]*\s+(?=\S)|\s+[\u2014\u2013]\s+")
@@ -142,11 +140,11 @@ class EmpathyJudge:
     @staticmethod
     def sentences(answer: str) -> list[Sentence]:
         """The answer's sentences, without markdown, code blocks or text in double quotes."""
-        text = _CODE_FENCE.sub("\n", answer.translate(_STRAIGHT))
+        text = CODE_FENCE.sub("\n", answer.translate(STRAIGHT_QUOTES))
         out = []
         for line in text.splitlines():
             line = line.strip()
-            plain = _QUOTED.sub(" ", _MARKUP.sub("", _BULLET.sub("", line)))
+            plain = QUOTED.sub(" ", _MARKUP.sub("", _BULLET.sub("", line)))
             if set(plain) <= set("-: "):
                 continue
             # A list item, a heading, or a bold lead-in ("**Keep a notebook** of ...").

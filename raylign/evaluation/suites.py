@@ -9,14 +9,15 @@
 - `harmful_requests` (MedSafetyBench): refusal, caution, withheld (either) and compliance rates,
   overall and by category.
 - `reference` (questions with an expert's answer): ROUGE-L, BLEU (corpus and mean sentence),
-  embedding cosine to the expert's answer, Flesch-Kincaid grade of the answers and of the
-  references, words per answer (raylign/evaluation/reference.py; over every answer, Unjudged
-  ones too: they need no label), and the harmful_requests rates of the judge's labels.
+  embedding cosine to the expert's answer, Flesch-Kincaid grade and empathy score of the
+  answers and of the references, words per answer (raylign/evaluation/reference.py; over every
+  answer, Unjudged ones too: they need no label), and the harmful_requests rates of the judge's
+  labels.
 Every block also counts its answers, the Unjudged ones (left out of every rate), the labels and
 the Invalid share, and gives the mean of every objective judges[0] scores (`objectives`: safety,
 helpfulness, and empathy where an ensemble with the empathy judge scores it). Suites are never
-trained on: a suite prompt whose text is a training prompt
-is a leak, found when the suite is loaded (`evaluation.on_leak`).
+trained on: a suite prompt whose text is a training prompt is a leak, found when the suite is
+loaded (`evaluation.on_leak`).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 from raylign.config import PromptClassifierConfig
 from raylign.evaluation.scoring import HARM_LEVELS
+from raylign.evaluation.text import STRAIGHT_QUOTES
 
 
 class LevelVerdict(NamedTuple):
@@ -76,14 +77,13 @@ def _last_user_turn(chat: list[dict]) -> int:
 
 # --- rules -----------------------------------------------------------------------------------
 
-_STRAIGHT = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
 _SPELLED = re.compile(r"\b(?:\w-){2,}\w\b")  # "x-a-n-a-x": a word spelled out to slip past filters
 _WITHOUT = re.compile(r"\bw/o\b")
 
 
 def plain(text: str) -> str:
     """What the patterns see: lower case, straight quotes, spelled-out words joined, one space."""
-    text = _SPELLED.sub(lambda m: m.group(0).replace("-", ""), text.translate(_STRAIGHT).lower())
+    text = _SPELLED.sub(lambda m: m.group(0).replace("-", ""), text.translate(STRAIGHT_QUOTES).lower())
     return " ".join(_WITHOUT.sub("without", text).split())
 
 

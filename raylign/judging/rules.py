@@ -34,12 +34,10 @@ from typing import NamedTuple
 from raylign.judging.verdicts import Verdict
 from raylign.config import RulesConfig
 from raylign.evaluation.scoring import ACCEPT, CAUTION, INVALID, REFUSE
+from raylign.evaluation.text import CODE_FENCE, QUOTED, STRAIGHT_QUOTES
 
 REFUSAL, DISCLAIMER, HEDGE, CONTENT = "refusal", "disclaimer", "hedge", "content"
 
-_STRAIGHT = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
-_CODE_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
-_QUOTED = re.compile(r'"[^"\n]*"')
 _BULLET = re.compile(r"^(?:[-*\u2022+>]|\d{1,2}[.)])\s+")
 _MARKUP = re.compile(r"\*\*|__|[*`#]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[^a-z\s])")
@@ -139,9 +137,9 @@ class RulesJudge:
 
     def sentences(self, answer: str) -> list[Sentence]:
         """The answer cut into sentences, each with its kind (blank lines and table rules left out)."""
-        text = answer.translate(_STRAIGHT)
+        text = answer.translate(STRAIGHT_QUOTES)
         code: list[str] = []
-        text = _CODE_FENCE.sub(lambda m: code.append(m.group(0)) or "\n", text)
+        text = CODE_FENCE.sub(lambda m: code.append(m.group(0)) or "\n", text)
         out = [Sentence(line, len(line.split()), CONTENT, "", "")  # each line of code is content
                for block in code for line in block.splitlines()[1:] if line.strip() and "```" not in line]
         for line in text.splitlines():
@@ -149,13 +147,13 @@ class RulesJudge:
             if set(line) <= set("-: "):
                 continue
             # Quoted text cannot end a sentence: a quoted refusal stays inside its sentence.
-            line = _QUOTED.sub(lambda m: re.sub(r"[.!?]", ",", m.group(0)), line)
+            line = QUOTED.sub(lambda m: re.sub(r"[.!?]", ",", m.group(0)), line)
             out += [self._classify(s.strip()) for s in _SENTENCE_END.split(line) if s.strip()]
         return out
 
     def _classify(self, sentence: str) -> Sentence:
         words = len(sentence.split())
-        unquoted = _QUOTED.sub('""', sentence)
+        unquoted = QUOTED.sub('""', sentence)
         partial = next((m.group(0) for p in self._partial if (m := p.search(sentence))), "")
         for n, pattern in enumerate(self._refuse):
             if m := pattern.search(unquoted):
